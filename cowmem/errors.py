@@ -1,0 +1,81 @@
+"""The exceptions cowmem raises: one base class, one subclass per failure."""
+
+from __future__ import annotations
+
+
+class CowmemError(Exception):
+    """Base class of every error cowmem raises."""
+
+
+class UnsupportedPlatformError(CowmemError):
+    """This platform cannot measure copy-on-write page-exactly.
+
+    Raised when there is no ``os.fork``, no readable ``/proc/self/pagemap``,
+    or a kernel that does not report the exclusively-mapped bit (bit 56).
+    cowmem never falls back to a number it cannot stand behind.
+    """
+
+
+class AccessError(CowmemError):
+    """The access raised an exception in the child.
+
+    ``exc_type`` is the qualified name of the child's exception class and
+    ``child_traceback`` the child's formatted traceback.
+    """
+
+    def __init__(self, exc_type: str, message: str, child_traceback: str) -> None:
+        super().__init__(f"the access raised {exc_type}: {message}\n"
+                         f"--- child traceback ---\n{child_traceback.rstrip()}")
+        self.exc_type = exc_type
+        self.child_message = message
+        self.child_traceback = child_traceback
+
+
+class ChildKilledError(CowmemError):
+    """The child was killed by a signal (``signal_name``, e.g. ``SIGKILL``)."""
+
+    def __init__(self, signum: int) -> None:
+        import signal
+
+        try:
+            name = signal.Signals(signum).name
+        except ValueError:
+            name = f"signal {signum}"
+        hint = {
+            "SIGKILL": " (the kernel's OOM killer sends SIGKILL when memory runs out)",
+            "SIGSEGV": " (a segmentation fault in the child)",
+            "SIGABRT": " (the child aborted)",
+        }.get(name, "")
+        super().__init__(f"the child was killed by {name}{hint}")
+        self.signum = signum
+        self.signal_name = name
+
+
+class ChildExitedError(CowmemError):
+    """The child exited (e.g. ``os._exit`` in the access) without reporting."""
+
+    def __init__(self, exit_code: int) -> None:
+        super().__init__(f"the child exited with status {exit_code} before reporting "
+                         "(did the access call os._exit?)")
+        self.exit_code = exit_code
+
+
+class ChildTimeoutError(CowmemError):
+    """The child overran its timeout; it was killed with SIGKILL and reaped."""
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__(f"the child did not finish within {timeout:g} s; "
+                         "it was killed and reaped")
+        self.timeout = timeout
+
+
+class UnknownNameError(CowmemError, ValueError):
+    """An unknown data kind or access name; the message lists the valid ones."""
+
+
+class NotApplicableError(CowmemError, ValueError):
+    """A data kind and access pair that does not apply (asv shows it as n/a)."""
+
+
+class InsufficientMemoryError(CowmemError, MemoryError):
+    """A size that would not fit in available memory, refused before building."""
