@@ -1,0 +1,240 @@
+"""The kernel's page state: ``/proc/self/maps`` and ``/proc/self/pagemap``.
+
+``/proc/self/pagemap`` holds one 64-bit entry per virtual page (see the
+kernel's Documentation/admin-guide/mm/pagemap.rst).  The bits used here:
+
+* 63 present, 62 swapped, 61 file-page or shared-anonymous,
+* 56 exclusively mapped (Linux 4.2+): a present private page without it is
+  still shared with another process, copy-on-write,
+* 0-54 the page frame number (PFN), readable with CAP_SYS_ADMIN only (it
+  reads as 0 otherwise).
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import re
+from dataclasses import dataclass
+from typing import Iterable, List, Sequence, Tuple
+
+import numpy as np
+
+from .errors import UnsupportedPlatformError
+
+PAGE_SIZE: int = mmap.PAGESIZE
+PAGE_SHIFT: int = PAGE_SIZE.bit_length() - 1
+ENTRY_SIZE = 8
+
+MAPS_PATH = "/proc/self/maps"
+PAGEMAP_PATH = "/proc/self/pagemap"
+
+PRESENT = np.uint64(1 << 63)
+SWAPPED = np.uint64(1 << 62)
+FILE_OR_SHARED = np.uint64(1 << 61)
+EXCLUSIVE = np.uint64(1 << 56)
+PFN_MASK = np.uint64((1 << 55) - 1)
+
+# Python 3.9's mmap module lacks the constant; the value is Linux's.
+_MAP_POPULATE = getattr(mmap, "MAP_POPULATE", 0x8000)
+
+Range = Tuple[int, int]
+
+_MAPS_LINE = re.compile(
+    r"^([0-9a-f]+)-([0-9a-f]+) (\S{4}) \S+ \S+ \d+\s*(.*)$")
+
+
+@dataclass(frozen=True)
+class Mapping:
+    """One line of ``/proc/self/maps``: ``[start, stop)`` in bytes."""
+
+    start: int
+    stop: int
+    perms: str
+    label: str
+
+    @property
+    def private_writable(self) -> bool:
+        """Writable and private: the only kind of mapping fork shares copy-on-write."""
+        return self.perms[1] == "w" and self.perms[3] == "p"
+
+
+def read_maps(path: str = MAPS_PATH) -> List[Mapping]:
+    """The calling process's mappings, in address order."""
+    maps = []
+    with open(path) as f:
+        for line in f:
+            m = _MAPS_LINE.match(line.rstrip("\n"))
+            if m is None:
+                continue
+            start, stop, perms, name = m.groups()
+            maps.append(Mapping(int(start, 16), int(stop, 16), perms, name or "[anon]"))
+    return maps
+
+
+def private_writable_ranges(maps: Iterable[Mapping]) -> List[Range]:
+    """The ``[start, stop)`` ranges of the private writable mappings."""
+    return [(m.start, m.stop) for m in maps if m.private_writable]
+
+
+def check_pagemap(path: str = PAGEMAP_PATH) -> None:
+    """Raise UnsupportedPlatformError unless ``path`` gives pagemap entries."""
+    if not hasattr(os, "fork"):
+        raise UnsupportedPlatformError("this platform has no os.fork(): cowmem measures forked children")
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as exc:
+        raise UnsupportedPlatformError(
+            f"cannot open {path} ({exc.strerror}): cowmem needs Linux's per-page "
+            "memory state to count copied pages, and will not guess") from None
+    try:
+        # The entry of a page this process just touched must be present.
+        probe = bytearray(PAGE_SIZE)
+        addr = np.frombuffer(probe, np.uint8).ctypes.data
+        if len(os.pread(fd, ENTRY_SIZE, (addr >> PAGE_SHIFT) * ENTRY_SIZE)) != ENTRY_SIZE:
+            raise UnsupportedPlatformError(f"{path} returned no entry for a mapped page")
+    finally:
+        os.close(fd)
+
+
+class PagemapSnapshots:
+    """Two snapshots of the pagemap entries of fixed address ranges.
+
+    Made in the parent before the fork, so that the child does as little as
+    possible before its baseline: every write the child makes before the
+    baseline may copy a page the access would have copied.  The buffers are
+    shared memory (``MAP_SHARED``, populated): the child writes its snapshots
+    straight into them, the parent reads them in place, and reading a
+    snapshot allocates nothing.  ``warm_up()`` runs the same code path on one
+    entry per range, to dirty the interpreter's own pages before the baseline.
+    """
+
+    def __init__(self, ranges: Sequence[Range], path: str = PAGEMAP_PATH) -> None:
+        self.path = path
+        self.ranges = [(start, stop) for start, stop in ranges if stop > start]
+        self.page_starts = np.array([start >> PAGE_SHIFT for start, _ in self.ranges], np.uint64)
+        counts = [(stop - start) >> PAGE_SHIFT for start, stop in self.ranges]
+        self.offsets = np.concatenate(([0], np.cumsum(counts, dtype=np.int64))).astype(np.int64)
+        self.npages = int(self.offsets[-1])
+        self._maps = [shared_buffer(max(self.npages, 1) * ENTRY_SIZE) for _ in range(2)]
+        self._warm = shared_buffer(max(len(self.ranges), 1) * ENTRY_SIZE)
+        self.entries = [np.frombuffer(m, np.uint64)[:self.npages] for m in self._maps]
+        self._plans = [self._plan(memoryview(m), counts) for m in self._maps]
+        self._warm_plan = self._plan(memoryview(self._warm), [1] * len(self.ranges))
+        self._fd = -1
+
+    def _plan(self, view: memoryview, counts: Sequence[int]) -> list:
+        plan = []
+        lo = 0
+        for (start, _), count in zip(self.ranges, counts):
+            plan.append(((start >> PAGE_SHIFT) * ENTRY_SIZE, [view[lo:lo + count * ENTRY_SIZE]]))
+            lo += count * ENTRY_SIZE
+        return plan
+
+    def buffer_ranges(self) -> List[Range]:
+        """The address ranges of this object's own buffers (not to be measured)."""
+        return [buffer_range(m) for m in (*self._maps, self._warm)]
+
+    def attach(self) -> None:
+        """Open the calling process's pagemap (``/proc/self`` is resolved at open)."""
+        self._fd = os.open(self.path, os.O_RDONLY)
+
+    def warm_up(self) -> None:
+        _read(self._fd, self._warm_plan)
+
+    def take(self, which: int) -> None:
+        """Read snapshot ``which`` (0 or 1) into ``entries[which]``."""
+        _read(self._fd, self._plans[which])
+
+    def page_numbers(self, index: np.ndarray) -> np.ndarray:
+        """Virtual page numbers of the given positions in a snapshot."""
+        which = np.searchsorted(self.offsets, index, side="right") - 1
+        return self.page_starts[which] + (index - self.offsets[which]).astype(np.uint64)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+        self.entries, self._plans, self._warm_plan = [], [], []
+        for m in (*self._maps, self._warm):
+            m.close()
+
+
+def shared_buffer(size: int) -> mmap.mmap:
+    """Populated shared anonymous memory: a child writes it, the parent reads it."""
+    return mmap.mmap(-1, size, flags=mmap.MAP_SHARED | mmap.MAP_ANONYMOUS | _MAP_POPULATE)
+
+
+def buffer_range(buffer: mmap.mmap) -> Range:
+    """The address range of an mmap object."""
+    addr = np.frombuffer(buffer, np.uint8).ctypes.data
+    return addr, addr + len(buffer)
+
+
+def _read(fd: int, plan: list) -> None:
+    # One preadv per range into a prebuilt view: the loop allocates nothing
+    # but the returned ints.
+    for offset, views in plan:
+        if os.preadv(fd, views, offset) != len(views[0]):
+            _read_rest(fd, offset, views[0])
+
+
+def _read_rest(fd: int, offset: int, view: memoryview) -> None:
+    done = 0
+    while done < len(view):
+        got = os.preadv(fd, [view[done:]], offset + done)
+        if got <= 0:
+            raise OSError(f"short read from pagemap at offset {offset + done}")
+        done += got
+
+
+def read_entries(ranges: Sequence[Range], path: str = PAGEMAP_PATH) -> np.ndarray:
+    """Pagemap entries of ``ranges`` concatenated, read once (allocates)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        parts = []
+        for start, stop in ranges:
+            n = (stop - start) >> PAGE_SHIFT
+            buf = bytearray(n * ENTRY_SIZE)
+            _read_rest(fd, (start >> PAGE_SHIFT) * ENTRY_SIZE, memoryview(buf))
+            parts.append(np.frombuffer(buf, np.uint64))
+        return np.concatenate(parts) if parts else np.zeros(0, np.uint64)
+    finally:
+        os.close(fd)
+
+
+def page_span(ranges: Iterable[Range]) -> np.ndarray:
+    """Sorted unique page numbers that the byte ranges ``[start, stop)`` touch."""
+    parts = [np.arange(start >> PAGE_SHIFT, ((stop - 1) >> PAGE_SHIFT) + 1, dtype=np.uint64)
+             for start, stop in ranges if stop > start]
+    if not parts:
+        return np.zeros(0, np.uint64)
+    return np.unique(np.concatenate(parts))
+
+
+def subtract_ranges(ranges: Sequence[Range], remove: Sequence[Range]) -> List[Range]:
+    """The parts of ``ranges`` not covered by any range in ``remove``."""
+    out = []
+    for start, stop in ranges:
+        pieces = [(start, stop)]
+        for r_start, r_stop in remove:
+            pieces = [p for s, e in pieces
+                      for p in ((s, min(e, r_start)), (max(s, r_stop), e)) if p[1] > p[0]]
+        out.extend(pieces)
+    return out
+
+
+def zero_page_frame() -> int:
+    """The frame number of the kernel's shared zero page; 0 when PFNs are hidden.
+
+    A private page that was only ever read maps the zero page: present, not
+    exclusive, yet holding nobody's data.  A write to it makes a fresh page,
+    not a copy, so such entries must be told apart from shared data.  (The
+    huge zero page needs no such care: pagemap flags it as a file page.)
+    """
+    with mmap.mmap(-1, PAGE_SIZE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS) as m:
+        arr = np.frombuffer(m, np.uint8)
+        int(arr[0])  # a read fault maps the zero page
+        addr = arr.ctypes.data
+        entry = int(read_entries([(addr, addr + PAGE_SIZE)])[0])
+        del arr
+    return entry & int(PFN_MASK) if entry & int(PRESENT) else 0
