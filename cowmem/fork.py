@@ -126,7 +126,7 @@ def measure_fork(access: Callable[[], Any], *,
         raise TypeError(f"access must be callable with no arguments, not {type(access).__name__}")
     if timeout is None or not timeout > 0:
         raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
-    pagemap.check_pagemap(pagemap.PAGEMAP_PATH)
+    pagemap.check_pagemap()
     region_pages = {name: _region_pages(spec) for name, spec in (regions or {}).items()}
     tracer = None
     if explain:

@@ -16,7 +16,7 @@ import mmap
 import os
 import re
 from dataclasses import dataclass
-from typing import Iterable, List, Sequence, Tuple
+from typing import Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -77,8 +77,9 @@ def private_writable_ranges(maps: Iterable[Mapping]) -> List[Range]:
     return [(m.start, m.stop) for m in maps if m.private_writable]
 
 
-def check_pagemap(path: str = PAGEMAP_PATH) -> None:
+def check_pagemap(path: Optional[str] = None) -> None:
     """Raise UnsupportedPlatformError unless ``path`` gives pagemap entries."""
+    path = path or PAGEMAP_PATH
     if not hasattr(os, "fork"):
         raise UnsupportedPlatformError("this platform has no os.fork(): cowmem measures forked children")
     try:
@@ -88,10 +89,8 @@ def check_pagemap(path: str = PAGEMAP_PATH) -> None:
             f"cannot open {path} ({exc.strerror}): cowmem needs Linux's per-page "
             "memory state to count copied pages, and will not guess") from None
     try:
-        # The entry of a page this process just touched must be present.
-        probe = bytearray(PAGE_SIZE)
-        addr = np.frombuffer(probe, np.uint8).ctypes.data
-        if len(os.pread(fd, ENTRY_SIZE, (addr >> PAGE_SHIFT) * ENTRY_SIZE)) != ENTRY_SIZE:
+        # Presence and the exclusive bit are checked on the real snapshots.
+        if len(os.pread(fd, ENTRY_SIZE, (id(fd) >> PAGE_SHIFT) * ENTRY_SIZE)) != ENTRY_SIZE:
             raise UnsupportedPlatformError(f"{path} returned no entry for a mapped page")
     finally:
         os.close(fd)
@@ -109,8 +108,8 @@ class PagemapSnapshots:
     entry per range, to dirty the interpreter's own pages before the baseline.
     """
 
-    def __init__(self, ranges: Sequence[Range], path: str = PAGEMAP_PATH) -> None:
-        self.path = path
+    def __init__(self, ranges: Sequence[Range], path: Optional[str] = None) -> None:
+        self.path = path or PAGEMAP_PATH
         self.ranges = [(start, stop) for start, stop in ranges if stop > start]
         self.page_starts = np.array([start >> PAGE_SHIFT for start, _ in self.ranges], np.uint64)
         counts = [(stop - start) >> PAGE_SHIFT for start, stop in self.ranges]
@@ -140,6 +139,13 @@ class PagemapSnapshots:
         self._fd = os.open(self.path, os.O_RDONLY)
 
     def warm_up(self) -> None:
+        """Touch what the snapshots touch, so that taking them copies nothing.
+
+        The plans are objects the parent made: reading them writes their
+        reference counts, which copies their pages in the child.
+        """
+        for plan in self._plans:
+            _touch(plan)
         _read(self._fd, self._warm_plan)
 
     def take(self, which: int) -> None:
@@ -178,6 +184,11 @@ def _read(fd: int, plan: list) -> None:
             _read_rest(fd, offset, views[0])
 
 
+def _touch(plan: list) -> None:
+    for _offset, views in plan:
+        views[0]  # a reference taken and dropped: the write preadv makes
+
+
 def _read_rest(fd: int, offset: int, view: memoryview) -> None:
     done = 0
     while done < len(view):
@@ -187,9 +198,9 @@ def _read_rest(fd: int, offset: int, view: memoryview) -> None:
         done += got
 
 
-def read_entries(ranges: Sequence[Range], path: str = PAGEMAP_PATH) -> np.ndarray:
+def read_entries(ranges: Sequence[Range], path: Optional[str] = None) -> np.ndarray:
     """Pagemap entries of ``ranges`` concatenated, read once (allocates)."""
-    fd = os.open(path, os.O_RDONLY)
+    fd = os.open(path or PAGEMAP_PATH, os.O_RDONLY)
     try:
         parts = []
         for start, stop in ranges:
