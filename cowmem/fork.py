@@ -408,11 +408,12 @@ class _ProcCounters:
         self._buffer = pagemap.shared_buffer(4 * self._SIZE)
         view = memoryview(self._buffer)
         self._views = [[view[k * self._SIZE:(k + 1) * self._SIZE]] for k in range(4)]
-        self._lengths = np.frombuffer(pagemap.shared_buffer(mmap.PAGESIZE), np.int64)
+        self._lengths_buffer = pagemap.shared_buffer(mmap.PAGESIZE)
+        self._lengths = np.frombuffer(self._lengths_buffer, np.int64)
         self._fds: Tuple[int, int] = (-1, -1)
 
     def buffer_ranges(self) -> list:
-        return [pagemap.buffer_range(self._buffer), pagemap.buffer_range(self._lengths.base)]
+        return [pagemap.buffer_range(self._buffer), pagemap.buffer_range(self._lengths_buffer)]
 
     def attach(self) -> None:
         self._fds = (os.open("/proc/self/stat", os.O_RDONLY),
@@ -444,8 +445,8 @@ class _ProcCounters:
         for fd in self._fds:
             if fd >= 0:
                 os.close(fd)
-        self._views = []
-        self._buffer.close()
+        self._views, self._lengths = [], None
+        pagemap.release(self._buffer, self._lengths_buffer)
 
 
 def _child_main(access: Callable[[], Any], write_fd: int, snaps: pagemap.PagemapSnapshots,

@@ -161,8 +161,17 @@ class PagemapSnapshots:
         if self._fd >= 0:
             os.close(self._fd)
         self.entries, self._plans, self._warm_plan = [], [], []
-        for m in (*self._maps, self._warm):
-            m.close()
+        release(*self._maps, self._warm)
+
+
+def release(*buffers: mmap.mmap) -> None:
+    """Unmap buffers now, or, where arrays still view them (a traceback
+    being raised through), when the last view goes."""
+    for buffer in buffers:
+        try:
+            buffer.close()
+        except BufferError:
+            pass
 
 
 def shared_buffer(size: int) -> mmap.mmap:
