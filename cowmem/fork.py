@@ -21,7 +21,7 @@ import traceback
 import types
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Mapping, NamedTuple, Optional, Tuple, Union
 
 import numpy as np
 
@@ -29,7 +29,7 @@ from . import pagemap
 from .errors import (AccessError, ChildExitedError, ChildKilledError, ChildTimeoutError,
                      CowmemError, UnsupportedPlatformError)
 from .objects import object_spans
-from .pagemap import EXCLUSIVE, FILE_OR_SHARED, PAGE_SHIFT, PAGE_SIZE, PFN_MASK, PRESENT, SWAPPED
+from .pagemap import FILE_OR_SHARED, PAGE_SHIFT, PAGE_SIZE, PFN_MASK, PRESENT
 
 RegionSpec = Union[Any, Tuple[int, int]]
 
@@ -65,8 +65,8 @@ class ForkReport:
     copied_ranges: Tuple[Tuple[int, int], ...]
     unobserved: Mapping[str, int]
     minor_faults: int
-    uss_delta_bytes: int
-    private_dirty_delta_bytes: int
+    uss_delta_bytes: Optional[int]
+    private_dirty_delta_bytes: Optional[int]
     access_seconds: float
     pfn_guard: bool
     page_size: int = PAGE_SIZE
@@ -108,6 +108,7 @@ class ForkReport:
 def measure_fork(access: Callable[[], Any], *,
                  regions: Optional[Mapping[str, RegionSpec]] = None,
                  timeout: float = 60.0,
+                 cross_checks: bool = True,
                  explain: bool = False) -> ForkReport:
     """Fork, run ``access()`` once in the child, and report what it copied.
 
@@ -115,7 +116,10 @@ def measure_fork(access: Callable[[], Any], *,
     its return value is discarded.  ``regions`` maps a name to an object
     (located with :func:`cowmem.memory_ranges`) or to an address range
     ``(start, stop)`` in bytes (a tuple of exactly two ints is always taken
-    as a range); the report gives the copied bytes inside each.  With
+    as a range); the report gives the copied bytes inside each.
+    ``cross_checks`` also reads ``smaps_rollup`` before and after (the USS
+    and Private_Dirty deltas): two more page-table walks, about as long as
+    the two snapshots; without them those fields are None.  With
     ``explain=True`` the parent also serves the child's write-protect faults
     and names the write that caused each copied page (needs userfaultfd).
 
@@ -146,7 +150,7 @@ def measure_fork(access: Callable[[], Any], *,
         pid = os.fork()
         if pid == 0:
             os.close(read_fd)
-            _child_main(access, write_fd, snaps, counters, targets, own, zero_frame, tracer)
+            _child_main(access, write_fd, snaps, counters, targets, own, zero_frame, tracer, cross_checks)
         os.close(write_fd)
         try:
             if tracer is not None:
@@ -336,13 +340,9 @@ def _outcome(payload: bytes, status: int) -> Dict[str, Any]:
 
 def _build_report(found: Dict[str, Any], snaps: pagemap.PagemapSnapshots, counters: "_ProcCounters",
                   targets: list, region_pages: Mapping[str, np.ndarray], zero_frame: int) -> ForkReport:
-    before, after = snaps.entries
-    copied_mask, fresh_mask, pfn_guard = _compare(before, after, zero_frame)
-    copied = snaps.page_numbers(np.flatnonzero(copied_mask))
-    # Pages already the child's at the baseline: a write to them by the
-    # access cannot be seen (the fork's own bookkeeping or the parent got
-    # there first).
-    blind = snaps.page_numbers(np.flatnonzero(_anon(before) & ((before & EXCLUSIVE) != 0)))
+    diff = _compare(*snaps.entries, zero_frame)
+    copied = snaps.page_numbers(diff.copied)
+    blind = snaps.page_numbers(diff.blind)
     starts = np.array([m.start >> PAGE_SHIFT for m in targets], np.uint64)
     which = np.searchsorted(starts, copied, side="right") - 1
     by_label: Dict[str, int] = {}
@@ -353,16 +353,16 @@ def _build_report(found: Dict[str, Any], snaps: pagemap.PagemapSnapshots, counte
     minflt_after, uss_after, dirty_after = counters.parse(1)
     return ForkReport(
         copied_bytes=int(copied.size) * PAGE_SIZE,
-        fresh_bytes=(int(np.count_nonzero(fresh_mask)) + found["fresh_new"]) * PAGE_SIZE,
+        fresh_bytes=(diff.fresh + found["fresh_new"]) * PAGE_SIZE,
         regions=_per_region(region_pages, copied),
         mappings=types.MappingProxyType(dict(sorted(by_label.items(), key=lambda kv: -kv[1]))),
         copied_ranges=_runs(copied),
         unobserved=_per_region(region_pages, blind),
         minor_faults=minflt_after - minflt_before,
-        uss_delta_bytes=uss_after - uss_before,
-        private_dirty_delta_bytes=dirty_after - dirty_before,
+        uss_delta_bytes=None if uss_before is None else uss_after - uss_before,
+        private_dirty_delta_bytes=None if dirty_before is None else dirty_after - dirty_before,
         access_seconds=found["access_seconds"],
-        pfn_guard=pfn_guard,
+        pfn_guard=diff.pfn_guard,
     )
 
 
@@ -370,17 +370,6 @@ def _per_region(region_pages: Mapping[str, np.ndarray], pages: np.ndarray) -> Ma
     return types.MappingProxyType(
         {name: int(np.count_nonzero(np.isin(own, pages, assume_unique=True))) * PAGE_SIZE
          for name, own in region_pages.items()})
-
-
-def _copied_page_numbers(report: ForkReport) -> np.ndarray:
-    parts = [np.arange(start >> PAGE_SHIFT, stop >> PAGE_SHIFT, dtype=np.uint64)
-             for start, stop in report.copied_ranges]
-    return np.concatenate(parts) if parts else np.zeros(0, np.uint64)
-
-
-def _anon(entries: np.ndarray) -> np.ndarray:
-    """Present private anonymous pages (not file pages, not swapped)."""
-    return (entries & (PRESENT | FILE_OR_SHARED)) == PRESENT
 
 
 def _runs(pages: np.ndarray) -> Tuple[Tuple[int, int], ...]:
@@ -391,6 +380,12 @@ def _runs(pages: np.ndarray) -> Tuple[Tuple[int, int], ...]:
     firsts = np.concatenate(([pages[0]], pages[breaks + 1]))
     lasts = np.concatenate((pages[breaks], [pages[-1]]))
     return tuple((int(f) << PAGE_SHIFT, (int(l) + 1) << PAGE_SHIFT) for f, l in zip(firsts, lasts))
+
+
+def _copied_page_numbers(report: ForkReport) -> np.ndarray:
+    parts = [np.arange(start >> PAGE_SHIFT, stop >> PAGE_SHIFT, dtype=np.uint64)
+             for start, stop in report.copied_ranges]
+    return np.concatenate(parts) if parts else np.zeros(0, np.uint64)
 
 
 # --- the child's side --------------------------------------------------
@@ -415,17 +410,19 @@ class _ProcCounters:
     def buffer_ranges(self) -> list:
         return [pagemap.buffer_range(self._buffer), pagemap.buffer_range(self._lengths_buffer)]
 
-    def attach(self) -> None:
+    def attach(self, cross_checks: bool) -> None:
         self._fds = (os.open("/proc/self/stat", os.O_RDONLY),
-                     os.open("/proc/self/smaps_rollup", os.O_RDONLY))
+                     os.open("/proc/self/smaps_rollup" if cross_checks else "/dev/null", os.O_RDONLY))
+        pagemap.populate(self._buffer, self._lengths_buffer)
 
     def read(self, which: int) -> None:
         lengths = self._lengths
         lengths[2 * which] = os.preadv(self._fds[0], self._views[2 * which], 0)
         lengths[2 * which + 1] = os.preadv(self._fds[1], self._views[2 * which + 1], 0)
 
-    def parse(self, which: int) -> Tuple[int, int, int]:
-        """(minor faults, USS bytes, Private_Dirty bytes) of reading ``which``.
+    def parse(self, which: int) -> Tuple[int, Optional[int], Optional[int]]:
+        """(minor faults, USS bytes, Private_Dirty bytes) of reading ``which``;
+        None for the last two without cross-checks.
 
         USS is psutil's: Private_Clean + Private_Dirty + Private_Hugetlb.
         """
@@ -438,6 +435,8 @@ class _ProcCounters:
             name, _, rest = line.partition(":")
             if name.startswith("Private_"):
                 fields[name] = int(rest.split()[0]) * 1024
+        if not fields:
+            return minflt, None, None
         uss = fields.get("Private_Clean", 0) + fields.get("Private_Dirty", 0) + fields.get("Private_Hugetlb", 0)
         return minflt, uss, fields.get("Private_Dirty", 0)
 
@@ -450,12 +449,13 @@ class _ProcCounters:
 
 
 def _child_main(access: Callable[[], Any], write_fd: int, snaps: pagemap.PagemapSnapshots,
-                counters: _ProcCounters, targets: list, own: list, zero_frame: int, tracer: Any) -> None:
+                counters: _ProcCounters, targets: list, own: list, zero_frame: int, tracer: Any,
+                cross_checks: bool) -> None:
     status = 70
     try:
         try:
             result: Tuple[str, Any] = ("ok", _measure_in_child(access, snaps, counters, targets, own,
-                                                               zero_frame, tracer))
+                                                               zero_frame, tracer, cross_checks))
         except _AccessFailed as failed:
             result = ("access", failed.args)
         except BaseException:
@@ -478,7 +478,8 @@ class _AccessFailed(Exception):
 
 
 def _measure_in_child(access: Callable[[], Any], snaps: pagemap.PagemapSnapshots, counters: _ProcCounters,
-                      targets: list, own: list, zero_frame: int, tracer: Any) -> Dict[str, Any]:
+                      targets: list, own: list, zero_frame: int, tracer: Any,
+                      cross_checks: bool) -> Dict[str, Any]:
     # Everything between the fork and the baseline may copy a page the
     # access would have copied: only reads into memory prepared by the parent.
     if tracer is not None:
@@ -486,15 +487,13 @@ def _measure_in_child(access: Callable[[], Any], snaps: pagemap.PagemapSnapshots
         tracer.arm_child(pagemap.subtract_ranges(
             [(m.start, m.stop) for m in targets if m.label.startswith("[")], own))
     snaps.attach()
-    counters.attach()
-    # A fork does not copy the page tables of shared memory: the first touch
-    # of each buffer page faults.  Take those faults (and warm the code
-    # paths) before the counters start.
-    counters.read(1)
-    counters.read(0)
+    counters.attach(cross_checks)
     snaps.warm_up()
-    snaps.take(0)
+    # The counters read smaps_rollup, a page-table walk as long as a
+    # snapshot: outside the snapshots, so that the pages they touch are not
+    # counted.  No fault happens in between: the buffers are populated.
     counters.read(0)
+    snaps.take(0)
     t0 = time.perf_counter()
     try:
         access()
@@ -502,40 +501,60 @@ def _measure_in_child(access: Callable[[], Any], snaps: pagemap.PagemapSnapshots
         raise _AccessFailed(f"{type(exc).__module__}.{type(exc).__qualname__}", str(exc),
                             traceback.format_exc()) from None
     t1 = time.perf_counter()
-    counters.read(1)
     snaps.take(1)
+    counters.read(1)
     return {"access_seconds": t1 - t0,
             "fresh_new": _fresh_in_new_mappings([(m.start, m.stop) for m in targets] + own, zero_frame)}
 
 
-def _compare(before: np.ndarray, after: np.ndarray, zero_frame: int) -> Tuple[np.ndarray, np.ndarray, bool]:
-    """Copied and fresh masks between two snapshots of the same pages."""
-    anon_b, anon_a = _anon(before), _anon(after)
-    excl_b = (before & EXCLUSIVE) != 0
-    excl_a = (after & EXCLUSIVE) != 0
-    if not np.any(anon_a & excl_a):
+# The flag bits of a pagemap entry (63 present, 62 swapped, 61 file or
+# shared, 56 exclusive) all live in its top byte.
+_PRESENT, _SWAPPED, _FILE, _EXCLUSIVE = 0x80, 0x40, 0x20, 0x01
+
+
+def _flags(entries: np.ndarray) -> np.ndarray:
+    """The top byte of every entry, as a contiguous uint8 array."""
+    top = 7 if sys.byteorder == "little" else 0
+    return np.ascontiguousarray(entries.view(np.uint8)[top::8])
+
+
+class _Diff(NamedTuple):
+    copied: np.ndarray   # positions of the copied pages in the snapshots
+    fresh: int           # pages populated without a copy
+    blind: np.ndarray    # positions of pages already the child's at the baseline
+    pfn_guard: bool
+
+
+def _compare(before: np.ndarray, after: np.ndarray, zero_frame: int) -> _Diff:
+    """What happened to each page between two snapshots of the same pages.
+
+    Copied: present, anonymous and shared before; exclusive after; and,
+    where PFNs are readable, a new frame and not the zero page before.
+    Fresh: exclusive after and not present (or the zero page) before.
+    Blind: exclusive already before (the parent, or the fork's own
+    bookkeeping, wrote it first): a write by the access cannot be seen.
+    """
+    fb, fa = _flags(before), _flags(after)
+    kind = _PRESENT | _FILE | _EXCLUSIVE
+    mine_after = (fa & kind) == (_PRESENT | _EXCLUSIVE)
+    mine = np.flatnonzero(mine_after)
+    if mine.size == 0:
         # The child has written pages of its own by now (its stack, at the
         # least): a kernel that shows none as exclusive does not report bit 56.
         raise UnsupportedPlatformError(
             "this kernel does not report the exclusively-mapped bit (56) in pagemap "
             "(Linux 4.2+ does): copied pages cannot be told from shared ones")
-    pfn_b, pfn_a = before & PFN_MASK, after & PFN_MASK
-    pfn_guard = bool(np.any(pfn_a[anon_a]))
-    zero_b = _zero(pfn_b, zero_frame, pfn_guard)
-    shared_b = anon_b & ~excl_b & ~zero_b
-    copied = shared_b & anon_a & excl_a
+    # Without CAP_SYS_ADMIN every frame number reads as 0.
+    pfn_guard = bool(np.any(after[mine[:64]] & PFN_MASK))
+    candidates = np.flatnonzero(mine_after & ((fb & kind) == _PRESENT))
+    fresh = int(np.count_nonzero(mine_after & ((fb & (_PRESENT | _FILE)) != _PRESENT) & ((fb & _SWAPPED) == 0)))
     if pfn_guard:
-        copied &= pfn_b != pfn_a
-    swapped_b = (before & SWAPPED) != 0
-    fresh = anon_a & ~_zero(pfn_a, zero_frame, pfn_guard) & ~(anon_b & ~zero_b) & ~swapped_b
-    return copied, fresh, pfn_guard
-
-
-def _zero(pfn: np.ndarray, zero_frame: int, pfn_guard: bool) -> np.ndarray:
-    """Where the zero page is mapped (known only when PFNs are readable)."""
-    if pfn_guard and zero_frame:
-        return pfn == np.uint64(zero_frame)
-    return np.zeros(pfn.shape, bool)
+        pfn_b = before[candidates] & PFN_MASK
+        was_zero = pfn_b == np.uint64(zero_frame) if zero_frame else np.zeros(pfn_b.shape, bool)
+        fresh += int(np.count_nonzero(was_zero))
+        candidates = candidates[~was_zero & (pfn_b != (after[candidates] & PFN_MASK))]
+    blind = np.flatnonzero((fb & kind) == (_PRESENT | _EXCLUSIVE))
+    return _Diff(candidates, fresh, blind, pfn_guard)
 
 
 def _fresh_in_new_mappings(known: list, zero_frame: int) -> int:
@@ -544,5 +563,6 @@ def _fresh_in_new_mappings(known: list, zero_frame: int) -> int:
     if not new:
         return 0
     entries = pagemap.read_entries(new)
-    pfn = entries & PFN_MASK
-    return int(np.count_nonzero(_anon(entries) & ~_zero(pfn, zero_frame, bool(np.any(pfn)))))
+    populated = entries[(entries & (PRESENT | FILE_OR_SHARED)) == PRESENT]
+    return int(np.count_nonzero((populated & PFN_MASK) != np.uint64(zero_frame))) if zero_frame \
+        else int(populated.size)
