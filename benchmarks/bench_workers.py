@@ -1,0 +1,78 @@
+"""The question's experiment under each multiprocessing start method.
+
+Four workers, as in the question, each run one of the question's accesses
+on the parent's data; the suite tracks what each worker costs: the pages its
+access copied (``fork``), or its private memory beyond a worker started
+without the data (``spawn``, ``forkserver``: the data is pickled to it).
+``default`` follows the interpreter: ``fork`` on Linux up to CPython 3.13,
+``forkserver`` from 3.14, which shows what that change costs the question.
+"""
+
+from cowmem import UnknownNameError, seed, workloads
+from cowmem.workers import START_METHODS, resolve_start_method, run_workers
+
+from .common import MIB, Failed, NotApplicable, bench_size
+
+WORKERS = 4
+# "data:access", one per case of the question (cowmem seed runs the same four).
+CASES = {f"{case.data}:{case.access}": case for case in seed.CASES}
+
+
+def measure_workers(size):
+    """(start method, case) -> mean bytes per worker, or why there is none."""
+    outcomes = {}
+    for name, case in CASES.items():
+        data = None
+        for method in START_METHODS:
+            try:
+                resolve_start_method(method)
+            except UnknownNameError as exc:
+                outcomes[(method, name)] = NotApplicable(str(exc))
+                continue
+            if data is None:
+                data = workloads.build(case.data, size)
+            report = run_workers(workloads.ACCESSES[case.access].run, data,
+                                 workers=WORKERS, start_method=method)
+            failed = [w for w in (*report.workers, report.baseline) if w is not None and not w.ok]
+            if failed:
+                who = "the baseline worker" if failed[0].index < 0 else f"worker {failed[0].index}"
+                outcomes[(method, name)] = Failed(f"{who}: {failed[0].error}")
+            else:
+                outcomes[(method, name)] = sum(w.cost_bytes for w in report.workers) / WORKERS
+        del data  # before the next build
+    return outcomes
+
+
+class Workers:
+    """What each of four workers costs, by start method and question case."""
+
+    params = [list(START_METHODS), list(CASES)]
+    param_names = ["start_method", "case"]
+
+    def setup_cache(self):
+        size = bench_size()
+        return size, measure_workers(size)
+
+    # Sixteen runs of four workers; spawn and forkserver re-import numpy in each.
+    setup_cache.timeout = 300 + 300 * bench_size() / 10**6
+
+    def setup(self, cached, start_method, case):
+        self.size, outcomes = cached
+        outcome = outcomes[(start_method, case)]
+        if isinstance(outcome, NotApplicable):
+            raise NotImplementedError(outcome.reason)
+        if isinstance(outcome, Failed):
+            raise RuntimeError(f"{start_method}, {case}: {outcome.message}")
+        self.cost = outcome
+
+    def track_mib_per_worker(self, cached, start_method, case):
+        """Mean MiB per worker: copied by its access (fork) or held beyond a data-less worker (others)."""
+        return self.cost / MIB
+
+    track_mib_per_worker.unit = "MiB"
+
+    def track_bytes_per_element(self, cached, start_method, case):
+        """The same per element of the data: independent of the size, easiest to compare."""
+        return self.cost / self.size
+
+    track_bytes_per_element.unit = "bytes"

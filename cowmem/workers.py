@@ -1,0 +1,302 @@
+"""The question's experiment: N multiprocessing workers touch the parent's data.
+
+``run_workers`` starts N ``multiprocessing`` workers with one start method,
+concurrently, and each runs one access on the parent's data.  What a worker
+costs depends on how the data reaches it:
+
+* ``fork``: the worker shares the parent's pages copy-on-write, so what it
+  costs is what the access makes the kernel copy.  The worker counts those
+  pages itself, page-exactly, with ``measure_fork``'s own child-side code.
+* ``spawn`` and ``forkserver``: the data is pickled to the worker and rebuilt
+  there, so the worker holds its own full copy.  Its cost is its private
+  memory (USS) minus that of a baseline worker that ran the same code
+  without the data, so that interpreter start-up is not charged to the data.
+* ``default``: whatever the running interpreter uses
+  (``multiprocessing.get_start_method()``): ``fork`` on Linux up to CPython
+  3.13, ``forkserver`` from 3.14.
+
+Each worker also takes the question's own reading, the system's free memory
+(``MemFree + Buffers + Cached``), right after its access, so that the two
+methods can be shown side by side.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing
+import multiprocessing.connection
+import time
+import traceback
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from . import fork, pagemap
+from .errors import AccessError, ChildExitedError, ChildKilledError, ChildTimeoutError, UnknownNameError
+
+START_METHODS = ("fork", "forkserver", "spawn", "default")
+
+
+@dataclass(frozen=True)
+class WorkerResult:
+    """What one worker cost; every size in bytes.
+
+    ``cost_bytes`` is the headline: ``copied_bytes`` for ``fork``,
+    ``private_bytes`` for ``spawn`` and ``forkserver``.  A failed worker has
+    ``ok`` False, its ``error`` in one line, and None in every measurement.
+    """
+
+    index: int
+    ok: bool
+    error: Optional[str] = None
+    traceback: Optional[str] = None
+    copied_bytes: Optional[int] = None       # fork: pages the access made the kernel copy, x page size
+    regions: Optional[Dict[str, int]] = None  # fork: region name -> the part of copied_bytes inside it
+    unobserved: Optional[Dict[str, int]] = None  # fork: region name -> bytes already the worker's at the start
+    fresh_bytes: Optional[int] = None        # fork: pages newly populated during the access
+    uss_bytes: Optional[int] = None          # the worker's unique set size after the access
+    private_bytes: Optional[int] = None      # spawn/forkserver: uss_bytes minus the baseline worker's
+    access_seconds: Optional[float] = None
+    free_memory_after: Optional[int] = None  # the question's reading, taken in the worker after the access
+
+    @property
+    def cost_bytes(self) -> Optional[int]:
+        """Bytes this worker duplicated because of the data: copied (fork) or private (others)."""
+        return self.copied_bytes if self.copied_bytes is not None else self.private_bytes
+
+
+@dataclass(frozen=True)
+class WorkersReport:
+    """The outcome of one ``run_workers`` call.
+
+    ``start_method`` is the method actually used (``default`` resolved).
+    ``baseline`` is the data-less worker of ``spawn``/``forkserver`` (None
+    for ``fork``).  ``free_memory_before`` is the question's reading in the
+    parent just before the workers started, in bytes.
+    """
+
+    requested: str
+    start_method: str
+    workers: Tuple[WorkerResult, ...]
+    baseline: Optional[WorkerResult]
+    free_memory_before: int
+
+    @property
+    def ok(self) -> bool:
+        """True when every worker (and the baseline, if any) succeeded."""
+        return all(w.ok for w in self.workers) and (self.baseline is None or self.baseline.ok)
+
+    def to_dict(self) -> Dict[str, Any]:
+        """A JSON-ready dict; each worker also carries ``cost_bytes``."""
+        def one(w: Optional[WorkerResult]) -> Optional[Dict[str, Any]]:
+            return None if w is None else {**asdict(w), "cost_bytes": w.cost_bytes}
+        return {"requested": self.requested, "start_method": self.start_method,
+                "workers": [one(w) for w in self.workers], "baseline": one(self.baseline),
+                "free_memory_before": self.free_memory_before}
+
+
+def question_free_memory() -> int:
+    """The question's reading: ``MemFree + Buffers + Cached`` from /proc/meminfo, in bytes.
+
+    System-wide and lagging by up to a second: kept only to be shown beside
+    cowmem's numbers, never to measure with.
+    """
+    total = 0
+    with open("/proc/meminfo") as f:
+        for line in f:
+            field, amount = line.split()[:2]
+            if field in ("MemFree:", "Buffers:", "Cached:"):
+                total += int(amount) * 1024  # the kernel writes kB, meaning KiB
+    return total
+
+
+def resolve_start_method(name: str) -> str:
+    """The start method ``name`` stands for; ``default`` is the interpreter's.
+
+    Raises UnknownNameError, listing the methods this platform offers, for a
+    name that is unknown or unavailable here.
+    """
+    available = multiprocessing.get_all_start_methods()
+    if name == "default":
+        return multiprocessing.get_start_method(allow_none=False)
+    if name not in available:
+        known = "unknown" if name not in START_METHODS else "not available on this platform"
+        raise UnknownNameError(f"start method {name!r} is {known}; "
+                               f"choose from: {', '.join(available + ['default'])}")
+    return name
+
+
+def run_workers(access: Callable[[Any], Any], data: Any, *, workers: int = 4,
+                start_method: str = "fork", regions: Optional[Mapping[str, Any]] = None,
+                timeout: float = 600.0) -> WorkersReport:
+    """Start ``workers`` processes at once; each runs ``access(data)``; report each one's cost.
+
+    ``regions`` (fork only, as for ``measure_fork``): name -> object or
+    ``(start, stop)`` address range; each worker reports the copied bytes
+    inside each.  Locating a big container's elements takes a while, so
+    name only the regions you need.  For ``spawn``/``forkserver``,
+    ``access`` and ``data`` reach the worker by pickling, as any
+    multiprocessing argument does, so both must be picklable.  ``timeout``
+    (seconds) bounds the whole run; a worker that overruns it is killed and
+    reported failed.  No worker is left running on return.
+    """
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, not {workers}")
+    if not timeout > 0:
+        raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
+    method = resolve_start_method(start_method)
+    ctx = multiprocessing.get_context(method)
+    if method == "fork":
+        pagemap.check_pagemap()
+        region_pages = {name: fork._region_pages(spec) for name, spec in (regions or {}).items()}
+        zero_frame = fork._zero_frame()
+    jobs: List[Tuple[int, Any, bool]] = [(i, data, True) for i in range(workers)]
+    if method != "fork":
+        jobs.append((-1, None, False))  # the baseline: same code, same imports, no data, no access
+    free_before = question_free_memory()
+    procs: List[multiprocessing.process.BaseProcess] = []
+    readers: List[multiprocessing.connection.Connection] = []
+    meters: List[_CopyMeter] = []
+    try:
+        for index, payload, with_data in jobs:
+            measure = None
+            if method == "fork":
+                measure = _CopyMeter(region_pages, zero_frame)
+                meters.append(measure)
+            reader, writer = ctx.Pipe(duplex=False)
+            readers.append(reader)
+            proc = ctx.Process(target=_worker, name=f"cowmem-worker-{index}",
+                               args=(writer, access, payload, with_data, measure), daemon=True)
+            try:
+                proc.start()
+            finally:
+                writer.close()  # only the worker writes: its exit then shows here as EOF
+            procs.append(proc)
+        results = _collect(procs, readers, [index for index, _, _ in jobs], timeout)
+    finally:
+        _stop(procs)
+        for reader in readers:
+            reader.close()
+        for meter in meters:
+            meter.close()
+    measured = results[:workers]
+    baseline = results[workers] if method != "fork" else None
+    if baseline is not None:
+        measured = [_with_private(w, baseline) for w in measured]
+    return WorkersReport(start_method, method, tuple(measured), baseline, free_before)
+
+
+def _worker(conn: multiprocessing.connection.Connection, access: Callable[[Any], Any], data: Any,
+            with_data: bool, measure: Optional[_CopyMeter]) -> None:
+    """The body of every worker; sends ("ok", fields) or ("error", line, traceback)."""
+    import psutil
+
+    try:
+        fields: Dict[str, Any] = {}
+        if with_data and measure is not None:
+            fields.update(measure.run(lambda: access(data)))
+        elif with_data:
+            start = time.perf_counter()
+            access(data)
+            fields["access_seconds"] = time.perf_counter() - start
+        fields["free_memory_after"] = question_free_memory()
+        # A psutil.Process() made in the parent would report the parent.
+        fields["uss_bytes"] = psutil.Process().memory_full_info().uss
+        conn.send(("ok", fields))
+    except AccessError as exc:
+        conn.send(("error", f"the access raised {exc.exc_type}: {exc.child_message}", exc.child_traceback))
+    except BaseException as exc:  # the parent must hear of every failure, whatever it is
+        conn.send(("error", f"{type(exc).__qualname__}: {exc}", traceback.format_exc()))
+    finally:
+        conn.close()
+
+
+class _CopyMeter:
+    """One fork worker's share of ``measure_fork``: set up in the parent, run in the worker.
+
+    The regions are located in the parent, before the fork: walking a
+    container in the worker would write the very refcounts being watched.
+    Each worker gets its own snapshot buffers, made just before it starts,
+    so that they cover the parent's mappings as the worker inherits them.
+    """
+
+    def __init__(self, region_pages: Mapping[str, Any], zero_frame: int) -> None:
+        self.region_pages = region_pages
+        self.zero_frame = zero_frame
+        self.targets, self.snaps = fork._prepare_snapshots()
+        self.counters = fork._ProcCounters()
+        self.own = self.snaps.buffer_ranges() + self.counters.buffer_ranges()
+
+    def run(self, access: Callable[[], Any]) -> Dict[str, Any]:
+        """Measure ``access()`` in this worker; raises AccessError if it raises."""
+        try:
+            # No cross-checks: two page-table walks for USS deltas nobody reads here.
+            found = fork._measure_in_child(access, self.snaps, self.counters, self.targets, self.own,
+                                           self.zero_frame, None, cross_checks=False)
+        except fork._AccessFailed as failed:
+            raise AccessError(*failed.args) from None
+        report = fork._build_report(found, self.snaps, self.counters, self.targets,
+                                    self.region_pages, self.zero_frame)
+        return {"copied_bytes": report.copied_bytes, "regions": dict(report.regions),
+                "unobserved": dict(report.unobserved), "fresh_bytes": report.fresh_bytes,
+                "access_seconds": report.access_seconds}
+
+    def close(self) -> None:
+        self.snaps.close()
+        self.counters.close()
+
+
+def _collect(procs: Sequence[multiprocessing.process.BaseProcess],
+             readers: Sequence[multiprocessing.connection.Connection],
+             indices: Sequence[int], timeout: float) -> List[WorkerResult]:
+    """Wait for every worker's message until the deadline; one result per worker, in order."""
+    deadline = time.monotonic() + timeout
+    results: Dict[int, WorkerResult] = {}
+    pending = {reader: pos for pos, reader in enumerate(readers)}
+    while pending:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        for reader in multiprocessing.connection.wait(list(pending), remaining):
+            pos = pending.pop(reader)
+            try:
+                message = reader.recv()
+            except EOFError:  # it died before reporting: the exit status says how
+                procs[pos].join(max(0.0, deadline - time.monotonic()))
+                message = ("error", _exit_reason(procs[pos].exitcode), None)
+            results[pos] = _result(indices[pos], message)
+    for pos in pending.values():
+        results[pos] = _result(indices[pos], ("error", str(ChildTimeoutError(timeout)), None))
+    return [results[pos] for pos in range(len(readers))]
+
+
+def _exit_reason(exitcode: Optional[int]) -> str:
+    if exitcode is None:
+        return "the worker closed its pipe without reporting and did not exit"
+    if exitcode < 0:
+        return str(ChildKilledError(-exitcode))
+    return str(ChildExitedError(exitcode))
+
+
+def _result(index: int, message: tuple) -> WorkerResult:
+    if message[0] == "ok":
+        return WorkerResult(index=index, ok=True, **message[1])
+    return WorkerResult(index=index, ok=False, error=message[1], traceback=message[2])
+
+
+def _with_private(worker: WorkerResult, baseline: WorkerResult) -> WorkerResult:
+    if not (worker.ok and baseline.ok):
+        return worker
+    return dataclasses.replace(worker, private_bytes=worker.uss_bytes - baseline.uss_bytes)
+
+
+def _stop(procs: Sequence[multiprocessing.process.BaseProcess]) -> None:
+    """Leave no worker running: terminate, then kill what ignores it; reap all."""
+    for proc in procs:
+        if proc.is_alive():
+            proc.terminate()
+    for proc in procs:
+        proc.join(5.0)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+        proc.close()
