@@ -469,9 +469,9 @@ def format_value(cell: Cell) -> str:
         return "n/a"
     if cell == 0:
         return "0"
-    if abs(cell) >= 0.1:
-        return f"{cell:.1f}"
-    return f"{cell:.2g}"
+    # tenths of a MiB for large values, three significant digits below 10
+    # (a page is 0.0039 MiB)
+    return f"{cell:.1f}" if abs(cell) >= 10 else f"{cell:.3g}"
 
 
 def render_text(table: Table) -> str:
