@@ -10,14 +10,15 @@ the access made the kernel copy.
 from .errors import (AccessError, ChildExitedError, ChildKilledError, ChildTimeoutError,
                      CowmemError, InsufficientMemoryError, NotApplicableError,
                      UnknownNameError, UnsupportedPlatformError)
-from .fork import ForkReport, ForkSafetyWarning, measure_fork
+from .fork import ForkSafetyWarning, measure_fork
+from .meter import ForkMeter, ForkReport
 from .objects import memory_ranges
 from .pagemap import PAGE_SIZE
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "measure_fork", "ForkReport", "memory_ranges", "PAGE_SIZE",
+    "measure_fork", "ForkReport", "ForkMeter", "memory_ranges", "PAGE_SIZE",
     "CowmemError", "UnsupportedPlatformError", "AccessError", "ChildKilledError",
     "ChildExitedError", "ChildTimeoutError", "UnknownNameError", "NotApplicableError",
     "InsufficientMemoryError", "ForkSafetyWarning",

@@ -30,6 +30,9 @@ class AccessError(CowmemError):
         self.child_message = message
         self.child_traceback = child_traceback
 
+    def __reduce__(self):  # picklable, to cross process boundaries
+        return type(self), (self.exc_type, self.child_message, self.child_traceback)
+
 
 class ChildKilledError(CowmemError):
     """The child was killed by a signal (``signal_name``, e.g. ``SIGKILL``)."""
@@ -50,6 +53,9 @@ class ChildKilledError(CowmemError):
         self.signum = signum
         self.signal_name = name
 
+    def __reduce__(self):
+        return type(self), (self.signum,)
+
 
 class ChildExitedError(CowmemError):
     """The child exited (e.g. ``os._exit`` in the access) without reporting."""
@@ -59,6 +65,9 @@ class ChildExitedError(CowmemError):
                          "(did the access call os._exit?)")
         self.exit_code = exit_code
 
+    def __reduce__(self):
+        return type(self), (self.exit_code,)
+
 
 class ChildTimeoutError(CowmemError):
     """The child overran its timeout; it was killed with SIGKILL and reaped."""
@@ -67,6 +76,9 @@ class ChildTimeoutError(CowmemError):
         super().__init__(f"the child did not finish within {timeout:g} s; "
                          "it was killed and reaped")
         self.timeout = timeout
+
+    def __reduce__(self):
+        return type(self), (self.timeout,)
 
 
 class UnknownNameError(CowmemError, ValueError):

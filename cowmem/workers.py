@@ -30,7 +30,8 @@ import traceback
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from . import fork, pagemap
+from . import pagemap
+from .meter import ForkMeter, Regions
 from .errors import AccessError, ChildExitedError, ChildKilledError, ChildTimeoutError, UnknownNameError
 
 START_METHODS = ("fork", "forkserver", "spawn", "default")
@@ -147,20 +148,22 @@ def run_workers(access: Callable[[Any], Any], data: Any, *, workers: int = 4,
     ctx = multiprocessing.get_context(method)
     if method == "fork":
         pagemap.check_pagemap()
-        region_pages = {name: fork._region_pages(spec) for name, spec in (regions or {}).items()}
-        zero_frame = fork._zero_frame()
+        located = Regions(regions)
     jobs: List[Tuple[int, Any, bool]] = [(i, data, True) for i in range(workers)]
     if method != "fork":
         jobs.append((-1, None, False))  # the baseline: same code, same imports, no data, no access
     free_before = question_free_memory()
     procs: List[multiprocessing.process.BaseProcess] = []
     readers: List[multiprocessing.connection.Connection] = []
-    meters: List[_CopyMeter] = []
+    meters: List[ForkMeter] = []
     try:
         for index, payload, with_data in jobs:
             measure = None
             if method == "fork":
-                measure = _CopyMeter(region_pages, zero_frame)
+                # Each worker its own buffers, made just before it starts,
+                # to cover the parent's mappings as the worker inherits them.
+                # No cross-checks: USS deltas nobody reads here.
+                measure = ForkMeter(located, cross_checks=False)
                 meters.append(measure)
             reader, writer = ctx.Pipe(duplex=False)
             readers.append(reader)
@@ -186,14 +189,14 @@ def run_workers(access: Callable[[Any], Any], data: Any, *, workers: int = 4,
 
 
 def _worker(conn: multiprocessing.connection.Connection, access: Callable[[Any], Any], data: Any,
-            with_data: bool, measure: Optional[_CopyMeter]) -> None:
+            with_data: bool, measure: Optional[ForkMeter]) -> None:
     """The body of every worker; sends ("ok", fields) or ("error", line, traceback)."""
     import psutil
 
     try:
         fields: Dict[str, Any] = {}
         if with_data and measure is not None:
-            fields.update(measure.run(lambda: access(data)))
+            fields.update(_copies(measure, lambda: access(data)))
         elif with_data:
             start = time.perf_counter()
             access(data)
@@ -210,39 +213,13 @@ def _worker(conn: multiprocessing.connection.Connection, access: Callable[[Any],
         conn.close()
 
 
-class _CopyMeter:
-    """One fork worker's share of ``measure_fork``: set up in the parent, run in the worker.
-
-    The regions are located in the parent, before the fork: walking a
-    container in the worker would write the very refcounts being watched.
-    Each worker gets its own snapshot buffers, made just before it starts,
-    so that they cover the parent's mappings as the worker inherits them.
-    """
-
-    def __init__(self, region_pages: Mapping[str, Any], zero_frame: int) -> None:
-        self.region_pages = region_pages
-        self.zero_frame = zero_frame
-        self.targets, self.snaps = fork._prepare_snapshots()
-        self.counters = fork._ProcCounters()
-        self.own = self.snaps.buffer_ranges() + self.counters.buffer_ranges()
-
-    def run(self, access: Callable[[], Any]) -> Dict[str, Any]:
-        """Measure ``access()`` in this worker; raises AccessError if it raises."""
-        try:
-            # No cross-checks: two page-table walks for USS deltas nobody reads here.
-            found = fork._measure_in_child(access, self.snaps, self.counters, self.targets, self.own,
-                                           self.zero_frame, None, cross_checks=False)
-        except fork._AccessFailed as failed:
-            raise AccessError(*failed.args) from None
-        report = fork._build_report(found, self.snaps, self.counters, self.targets,
-                                    self.region_pages, self.zero_frame)
-        return {"copied_bytes": report.copied_bytes, "regions": dict(report.regions),
-                "unobserved": dict(report.unobserved), "fresh_bytes": report.fresh_bytes,
-                "access_seconds": report.access_seconds}
-
-    def close(self) -> None:
-        self.snaps.close()
-        self.counters.close()
+def _copies(meter: ForkMeter, access: Callable[[], Any]) -> Dict[str, Any]:
+    """Measure ``access()`` in this worker; raises AccessError if it raises."""
+    meter.run(access)
+    report = meter.report()
+    return {"copied_bytes": report.copied_bytes, "regions": dict(report.regions),
+            "unobserved": dict(report.unobserved), "fresh_bytes": report.fresh_bytes,
+            "access_seconds": report.access_seconds}
 
 
 def _collect(procs: Sequence[multiprocessing.process.BaseProcess],

@@ -137,3 +137,16 @@ def test_bad_arguments_fail_before_forking(kwargs, error):
     access = kwargs.pop("access")
     with pytest.raises(error):
         cowmem.measure_fork(access, **kwargs)
+
+
+@pytest.mark.parametrize("error", [
+    AccessError("builtins.ValueError", "boom", "Traceback ...\nValueError: boom\n"),
+    ChildKilledError(signal.SIGKILL),
+    ChildExitedError(3),
+    ChildTimeoutError(1.5),
+])
+def test_errors_survive_pickling(error):
+    # Workers send them across process boundaries.
+    import pickle
+    again = pickle.loads(pickle.dumps(error))
+    assert type(again) is type(error) and str(again) == str(error)
