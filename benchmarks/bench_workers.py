@@ -11,7 +11,7 @@ without the data (``spawn``, ``forkserver``: the data is pickled to it).
 from cowmem import UnknownNameError, seed, workloads
 from cowmem.workers import START_METHODS, resolve_start_method, run_workers
 
-from .common import MIB, Failed, NotApplicable, bench_size
+from .common import MIB, Failed, NotApplicable, bench_size, unpack
 
 WORKERS = 4
 # "data:access", one per case of the question (cowmem seed runs the same four).
@@ -58,12 +58,7 @@ class Workers:
 
     def setup(self, cached, start_method, case):
         self.size, outcomes = cached
-        outcome = outcomes[(start_method, case)]
-        if isinstance(outcome, NotApplicable):
-            raise NotImplementedError(outcome.reason)
-        if isinstance(outcome, Failed):
-            raise RuntimeError(f"{start_method}, {case}: {outcome.message}")
-        self.cost = outcome
+        self.cost = unpack(outcomes[(start_method, case)], f"{case} with {start_method}")
 
     def track_mib_per_worker(self, cached, start_method, case):
         """Mean MiB per worker: copied by its access (fork) or held beyond a data-less worker (others)."""

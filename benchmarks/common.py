@@ -1,0 +1,200 @@
+"""What the asv suite's benchmarks share: the size, the units, the measurements.
+
+Every number comes from cowmem (``cowmem.workloads.measure`` or
+``cowmem.measure_fork``); this module only decides what to measure, at which
+size, and hands asv a value it can store.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+from typing import Callable, Dict, NamedTuple, Tuple, Union
+
+import numpy as np
+
+from cowmem import PAGE_SIZE, CowmemError, NotApplicableError, measure_fork, workloads
+
+MIB = 1 << 20
+
+SIZE_VARIABLE = "COWMEM_BENCH_SIZE"
+# 10**5 elements keep one environment's run under a minute on a 2-core
+# machine, and eleven environments under ten minutes; the copied bytes per
+# element do not depend on the size (the question used 10**8).
+DEFAULT_SIZE = 10**5
+
+
+def bench_size() -> int:
+    """Elements per data kind: ``$COWMEM_BENCH_SIZE`` (e.g. ``100_000_000``), else 10**5."""
+    text = os.environ.get(SIZE_VARIABLE, "").strip()
+    if not text:
+        return DEFAULT_SIZE
+    try:
+        size = int(text)
+    except ValueError:
+        size = 0  # refused below, with the text
+    if size < 1:
+        raise ValueError(f"{SIZE_VARIABLE} must be a whole number of elements, at least 1 "
+                         f"(e.g. 100000000 or 100_000_000), not {text!r}")
+    return size
+
+
+# --- data x access x gc variant: every pair measured once per environment ---
+
+class Copies(NamedTuple):
+    """One measured pair: copied bytes inside the data's own memory and in the whole child."""
+
+    data_bytes: int
+    child_bytes: int
+    size: int
+
+
+# A pair's outcome as stored in asv's setup_cache (pickled to disk, read by
+# every parameter combination's process): the copies, or the reason there are
+# none as the text asv will show.
+class NotApplicable(NamedTuple):
+    reason: str
+
+
+class Failed(NamedTuple):
+    message: str
+
+
+Outcome = Union[Copies, NotApplicable, Failed]
+PairKey = Tuple[str, str, str]
+
+
+def measure_pairs(size: int) -> Dict[PairKey, Outcome]:
+    """Measure every data kind x access x gc variant at ``size`` elements.
+
+    Each data kind is built once and serves all its accesses (the children
+    never change the parent's copy); the plain variant runs before
+    ``gc.freeze()``, which leaves objects in the oldest generation after
+    ``gc.unfreeze()``.  Errors are kept per pair so that one
+    failing pair fails only its own benchmark.
+    """
+    outcomes: Dict[PairKey, Outcome] = {}
+    for data in workloads.DATA_KINDS:
+        built = None
+        for gc_variant in workloads.GC_VARIANTS:
+            for access in workloads.ACCESSES:
+                key = (data, access, gc_variant)
+                try:
+                    workloads.check_pair(data, access)
+                    if built is None:
+                        built = workloads.build(data, size)
+                    report = workloads.measure(data, access, size, prebuilt=built,
+                                               gc_freeze=gc_variant == "freeze")
+                except NotApplicableError as exc:
+                    outcomes[key] = NotApplicable(str(exc))
+                except CowmemError as exc:
+                    outcomes[key] = Failed(f"{type(exc).__name__}: {exc}")
+                else:
+                    outcomes[key] = Copies(report.regions["data"], report.copied_bytes, size)
+        del built  # before the next build: two large data kinds may not fit together
+    return outcomes
+
+
+def unpack(outcome: object, what: str) -> object:
+    """A stored measurement; asv's n/a (NotImplementedError) or a failure (RuntimeError) for the others."""
+    if isinstance(outcome, NotApplicable):
+        raise NotImplementedError(outcome.reason)
+    if isinstance(outcome, Failed):
+        raise RuntimeError(f"measuring {what} failed: {outcome.message}")
+    return outcome
+
+
+# --- ground truth: k pages written in a filled buffer ---
+
+GROUND_TRUTH_PAGES = 16384  # 64 MiB: large enough for huge pages under numpy
+
+
+def filled_buffer(kind: str, pages: int) -> Union[bytearray, np.ndarray]:
+    """A buffer of ``pages`` pages, every page written in the parent (present, so shareable)."""
+    if kind == "bytearray":
+        return bytearray(b"\x01") * (pages * PAGE_SIZE)
+    if kind == "ndarray":
+        return np.ones(pages * PAGE_SIZE, dtype=np.uint8)
+    raise ValueError(f"unknown buffer kind {kind!r}: 'bytearray' or 'ndarray'")
+
+
+def write_one_byte_every(buffer: Union[bytearray, np.ndarray, mmap.mmap], count: int,
+                         stride: int) -> Callable[[], None]:
+    """An access writing one byte at offsets 0, stride, ... (``count`` writes), from C."""
+    view = np.frombuffer(buffer, dtype=np.uint8)
+    if count * stride > view.size:
+        raise ValueError(f"{count} writes {stride} bytes apart do not fit in {view.size} bytes")
+
+    def access() -> None:
+        view[:count * stride:stride] = 2
+    return access
+
+
+def buffer_range(buffer: Union[bytearray, np.ndarray, mmap.mmap]) -> Tuple[int, int]:
+    """The address range ``(start, stop)`` of a buffer's bytes, without its object's header."""
+    view = np.frombuffer(buffer, dtype=np.uint8)
+    return view.ctypes.data, view.ctypes.data + view.size
+
+
+def copied_bytes(region: Tuple[int, int], access: Callable[[], None]) -> int:
+    """Bytes the access copied inside the address range ``region``."""
+    return measure_fork(access, regions={"region": region}, cross_checks=False).regions["region"]
+
+
+# --- transparent huge pages ---
+
+HUGE_PAGE = 2 * MIB
+THP_ENABLED = "/sys/kernel/mm/transparent_hugepage/enabled"
+
+
+class HugePageBuffer:
+    """``count`` huge pages of anonymous private memory, 2 MiB-aligned, each filled.
+
+    The mapping is over-allocated by one huge page so that an aligned run
+    exists inside it; ``madvise(MADV_HUGEPAGE)`` asks for huge pages, which
+    THP's ``madvise`` mode (and ``always``) grants on the first touch when
+    the kernel finds free 2 MiB blocks.
+    """
+
+    def __init__(self, count: int) -> None:
+        self._map = mmap.mmap(-1, (count + 1) * HUGE_PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        base = np.frombuffer(self._map, dtype=np.uint8)
+        skip = -base.ctypes.data % HUGE_PAGE
+        self._map.madvise(mmap.MADV_HUGEPAGE, skip, count * HUGE_PAGE)
+        self.array = base[skip:skip + count * HUGE_PAGE]
+        self.array[:] = 1
+        self.range = buffer_range(self.array)
+
+    def huge_bytes(self) -> int:
+        """Bytes of the aligned run that the kernel backs with huge pages (smaps' AnonHugePages).
+
+        madvise split the mapping: the run is the one line of smaps holding its start.
+        """
+        start = self.range[0]
+        with open("/proc/self/smaps") as smaps:
+            inside = False
+            for line in smaps:
+                head = line.split(None, 1)[0]
+                if not head.endswith(":"):  # a mapping's "start-stop ..." line
+                    low, high = (int(x, 16) for x in head.split("-"))
+                    inside = low <= start < high
+                elif inside and head == "AnonHugePages:":
+                    return int(line.split()[1]) * 1024
+        return 0
+
+
+def huge_page_buffer(count: int) -> HugePageBuffer:
+    """A fully huge-page-backed buffer, or NotImplementedError (asv's n/a) saying why not."""
+    try:
+        with open(THP_ENABLED) as f:
+            mode = f.read().strip()
+    except OSError:
+        raise NotImplementedError(f"no transparent huge pages here ({THP_ENABLED} is missing)") from None
+    if "[never]" in mode:
+        raise NotImplementedError(f"transparent huge pages are disabled ({THP_ENABLED}: {mode})")
+    buffer = HugePageBuffer(count)
+    backed = buffer.huge_bytes()
+    if backed < count * HUGE_PAGE:
+        raise NotImplementedError(f"the kernel backed only {backed // MIB} of {count * HUGE_PAGE // MIB} MiB "
+                                  "with huge pages (no free 2 MiB blocks?)")
+    return buffer
