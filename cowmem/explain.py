@@ -111,8 +111,8 @@ class ObjectIndex:
             pieces = [(self._object_rows([obj], layouts), -1, _OBJECT),
                       (self._object_rows(_as_list(_elements(obj)), layouts), 0, _OBJECT)]
             code = self._code(type(obj), 0, layouts)
-            pieces += [((np.array([lo], np.uint64), np.array([hi], np.uint64), np.array([code], np.int32)), -1, kind)
-                       for lo, hi, kind in _owned_spans(obj)]
+            pieces += [((np.array([lo], np.uint64), np.array([hi], np.uint64), np.array([code], np.int32)),
+                        -1, kind) for lo, hi, kind in _owned_spans(obj)]
             for span, first, kind in pieces:
                 parts.append((rows, region, first, kind))
                 spans.append(span)
@@ -349,15 +349,16 @@ class Explanation:
     ``causes`` maps each of CAUSES, in that order, to a CauseShare;
     ``unexplained_pages`` are copied pages with no fault (memory that
     userfaultfd cannot protect, such as a file's data segment), by mapping
-    label in ``unexplained_by_mapping``.  ``faults`` counts every fault
-    served, set-up included.
+    label in ``unexplained_by_mapping``.  ``faults_served`` counts every
+    fault served, set-up included.  It keeps references to the named
+    objects, to describe its examples again after :meth:`restrict`.
     """
 
     copied_pages: int
     causes: Mapping[str, CauseShare]
     unexplained_pages: int
     unexplained_by_mapping: Mapping[str, int]
-    faults: int
+    faults_served: int
     page_size: int = PAGE_SIZE
     _faults: Optional[_Faults] = field(default=None, repr=False, compare=False)
     _data: Optional[_Data] = field(default=None, repr=False, compare=False)
@@ -379,11 +380,12 @@ class Explanation:
         keep = np.isin(self._faults.pages, copied, assume_unique=True)
         missing = copied[~np.isin(copied, self._faults.pages, assume_unique=True)]
         return _summarise(self._faults.take(keep), int(copied.size), missing,
-                          self.faults, self._data, self._maps)
+                          self.faults_served, self._data, self._maps)
 
     def to_dict(self) -> Dict[str, Any]:
         """A JSON-ready dict of the breakdown."""
-        return {"copied_pages": self.copied_pages, "page_size": self.page_size, "faults": self.faults,
+        return {"copied_pages": self.copied_pages, "page_size": self.page_size,
+                "faults_served": self.faults_served,
                 "causes": {name: share.to_dict() for name, share in self.causes.items()},
                 "unexplained_pages": self.unexplained_pages,
                 "unexplained_by_mapping": dict(self.unexplained_by_mapping),
@@ -487,7 +489,20 @@ def _describe(data: _Data, maps: Sequence[MapsEntry], faults: _Faults, i: int) -
     tp = data.types[faults.type[i]]
     where = repr(data.names[region]) + ("" if element < 0 else f", element {element}")
     name = _field_name(tp, cause, int(faults.part[i]), int(faults.offset[i]), int(faults.gc[i]))
-    return f"{tp.__name__} {reprlib.repr(data.element(region, element))} ({where}) at {address:#x}: {name}"
+    return f"{tp.__name__} {_snippet(data.element(region, element))} ({where}) at {address:#x}: {name}"
+
+
+def _snippet(obj: Any) -> str:
+    """A short repr of ``obj`` that never builds a long one first.
+
+    reprlib shortens after the fact for bytes-like objects and ints, and
+    ``repr`` of a huge int raises ValueError (3.11+): those are done here.
+    """
+    if isinstance(obj, (bytes, bytearray)):
+        return f"{type(obj).__name__}({bytes(obj[:12])!r}{'...' if len(obj) > 12 else ''}, {len(obj):,} bytes)"
+    if isinstance(obj, int) and obj.bit_length() > 64:
+        return f"<int of {obj.bit_length():,} bits>"
+    return reprlib.repr(obj)
 
 
 def _kinds(data: _Data, maps: Sequence[MapsEntry], faults: _Faults) -> List[str]:
@@ -514,7 +529,7 @@ def _summarise(faults: _Faults, copied_pages: int, missing: np.ndarray, served: 
         causes[name] = CauseShare(pages, pages / copied_pages if copied_pages else 0.0, counts, example)
     unexplained = _count(_mapping_labels(maps, missing << np.uint64(PAGE_SHIFT)))
     return Explanation(copied_pages=copied_pages, causes=causes, unexplained_pages=int(missing.size),
-                       unexplained_by_mapping=unexplained, faults=served, _faults=faults,
+                       unexplained_by_mapping=unexplained, faults_served=served, _faults=faults,
                        _data=data, _maps=tuple(maps))
 
 
@@ -554,7 +569,6 @@ class FaultTracer:
         os.close(uffd.open_write_protect_fd())
         if not hasattr(os, "pidfd_open"):
             raise ExplainUnavailableError("os.pidfd_open is missing (Python 3.9+ on Linux 5.3+)")
-        self._maps = read_maps()
         self._ends = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self._stop_pipe = os.pipe()
 
@@ -599,7 +613,8 @@ class FaultTracer:
         """In the parent, right after the fork: serve the child ``pid``'s faults in a thread."""
         self._ends[1].close()
         self._pidfd = os.pidfd_open(pid)
-        self._thread = threading.Thread(target=self._serve, name="cowmem-fault-handler", daemon=True)
+        self._thread = threading.Thread(target=self._serve, args=(pid,), name="cowmem-fault-handler",
+                                        daemon=True)
         self._thread.start()
 
     def close(self) -> None:
@@ -639,11 +654,16 @@ class FaultTracer:
     # The serving thread.  It must never leave the child blocked: whatever
     # happens, it closes the descriptor, which wakes every faulting thread.
 
-    def _serve(self) -> None:
+    def _serve(self, pid: int) -> None:
         fd = -1
         try:
             fd, ranges = self._receive()
-            if fd >= 0 and self._protect(fd, ranges):
+            if fd < 0:
+                return
+            # The child waits, so its mappings now are those being protected:
+            # every fault falls in one of them.
+            self._maps = read_maps(f"/proc/{pid}/maps")
+            if self._protect(fd, ranges):
                 uffd.serve_write_faults(fd, (self._pidfd, self._stop_pipe[0]), self._addresses.append)
         except BaseException as exc:
             self._failure = exc

@@ -3,9 +3,9 @@
 The syscall goes through ctypes and the ioctls through ``fcntl.ioctl``; the
 structures are the kernel's (``include/uapi/linux/userfaultfd.h``), packed
 with ``struct``.  Only what cowmem's explain mode needs is here: create a
-descriptor with the write-protect fault, thread-id and exact-address
-features, register and write-protect address ranges, lift the protection of
-a page, and read fault messages.
+descriptor with the write-protect and exact-address features, register and
+write-protect address ranges, and serve the faults (read each message, lift
+the protection of its page).
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from __future__ import annotations
 import ctypes
 import errno
 import fcntl
-import os
 import mmap
+import os
 import platform
 import select
 import struct
@@ -28,11 +28,9 @@ SYSCALL_NUMBERS = {"x86_64": 323, "aarch64": 282, "riscv64": 282}
 
 UFFD_API = 0xAA
 FEATURE_PAGEFAULT_FLAG_WP = 1 << 0
-FEATURE_THREAD_ID = 1 << 8
 FEATURE_EXACT_ADDRESS = 1 << 11      # Linux 5.18+: without it addresses are page-rounded
-WANTED_FEATURES = FEATURE_PAGEFAULT_FLAG_WP | FEATURE_THREAD_ID | FEATURE_EXACT_ADDRESS
+WANTED_FEATURES = FEATURE_PAGEFAULT_FLAG_WP | FEATURE_EXACT_ADDRESS
 _FEATURE_NAMES = {FEATURE_PAGEFAULT_FLAG_WP: "UFFD_FEATURE_PAGEFAULT_FLAG_WP",
-                  FEATURE_THREAD_ID: "UFFD_FEATURE_THREAD_ID",
                   FEATURE_EXACT_ADDRESS: "UFFD_FEATURE_EXACT_ADDRESS"}
 
 REGISTER_MODE_WP = 1 << 1
@@ -58,7 +56,8 @@ UFFDIO_WRITEPROTECT = _iowr(0x06, _WRITEPROTECT.size)
 UFFDIO_WAKE = (2 << 30) | (_RANGE.size << 16) | (0xAA << 8) | 0x02
 
 # struct uffd_msg for a page fault: event (u8), 7 reserved bytes, flags (u64),
-# address (u64), thread id (u32), 4 bytes of union padding.
+# address (u64), thread id (u32, zero without UFFD_FEATURE_THREAD_ID), 4 bytes
+# of union padding.
 MESSAGE = struct.Struct("=B7xQQI4x")
 MESSAGE_SIZE = MESSAGE.size                   # 32
 PAGE_SIZE = mmap.PAGESIZE

@@ -24,6 +24,7 @@ from cowmem.explain import CAUSES, ExplainError, FaultTracer, ObjectIndex
 from cowmem.objects import object_block
 from cowmem.pagemap import PAGE_SHIFT, page_span, read_maps
 from cowmem.uffd import ExplainUnavailableError
+from test_ground_truth import anon_huge_bytes
 
 SMALL_INTS_IMMORTAL = sys.version_info >= (3, 12)
 
@@ -69,6 +70,10 @@ def _ndarray(npages):
 def test_k_pages_written_are_k_payload_writes_at_their_addresses(make, k):
     obj, view = make(2 * k + 2)
     base = view.ctypes.data
+    if isinstance(obj, np.ndarray) and view.size >= 4 << 20:
+        # numpy asks for huge pages from 4 MiB on: the case covers exact
+        # addresses in huge pages only if the kernel gave them.
+        assert anon_huge_bytes(base, base + view.size) >= view.size // 2
     first_page = (base + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
     # One byte at offset 100 of every other page: k pages, k known addresses.
     targets = [first_page + 100 + 2 * j * PAGE_SIZE - base for j in range(k)]
@@ -93,6 +98,7 @@ def test_k_pages_written_are_k_payload_writes_at_their_addresses(make, k):
     assert np.all(np.isin(np.setdiff1d(in_data, payload), np.union1d(page_span([object_block(obj)]), edges)))
     assert np.all(np.isin(ex.pages_of("refcount", type(obj).__name__), page_span([object_block(obj)])))
     assert ex.causes["payload"].example.startswith(type(obj).__name__)
+    assert len(ex.causes["payload"].example) < 300    # no repr of the whole buffer
 
 
 # --- the question's cases ---------------------------------------------------
@@ -179,7 +185,7 @@ def test_restrict_counts_copied_pages_without_a_fault_as_unexplained():
     assert sub.unexplained_pages == 1
     assert sub.unexplained_by_mapping == {"[unmapped]": 1}
     assert np.array_equal(sub.explained_pages, keep)
-    assert sub.faults == ex.faults
+    assert sub.faults_served == ex.faults_served
     assert abs(sum(c.share for c in sub.causes.values()) + 1 / 4 - 1) < 1e-12
 
 
@@ -301,7 +307,8 @@ def run_traced(access, objects, ranges):
 
 
 def test_an_empty_object_map_explains_everything_as_outside():
-    assert ObjectIndex({}).classify(np.array([id(1)], np.uint64))["cause"].tolist() == [CAUSES.index("outside_data")]
+    found = ObjectIndex({}).classify(np.array([id(1)], np.uint64))
+    assert found["cause"].tolist() == [CAUSES.index("outside_data")]
 
 
 def test_a_file_mapping_is_refused_before_anything_is_protected(tmp_path, capfd):
@@ -314,7 +321,7 @@ def test_a_file_mapping_is_refused_before_anything_is_protected(tmp_path, capfd)
     assert code == 1
     err = capfd.readouterr().err
     assert "ExplainError" in err and "only anonymous private memory qualifies" in err
-    assert explanation.faults == 0
+    assert explanation.faults_served == 0
 
 
 def test_without_restrict_every_fault_is_explained_set_up_included():
@@ -328,7 +335,7 @@ def test_without_restrict_every_fault_is_explained_set_up_included():
 
     explanation, code = run_traced(access, {"buf": buf}, ranges)
     assert code == 0
-    assert explanation.faults >= explanation.copied_pages == explanation.explained_pages.size
+    assert explanation.faults_served >= explanation.copied_pages == explanation.explained_pages.size
     assert explanation.unexplained_pages == 0
     hit = explanation.pages_of("payload", "bytearray")
     assert np.array_equal(hit, [page(base + PAGE_SIZE + 5)])
