@@ -1,0 +1,410 @@
+"""The registry of data kinds and accesses, and measuring a named pair."""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import math
+import os
+import struct
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from cowmem import CowmemError, memory_ranges, workloads
+from cowmem.errors import InsufficientMemoryError, NotApplicableError, UnknownNameError
+from cowmem.workloads import ACCESSES, DATA_KINDS, Item, applies, build, check_pair, estimate_bytes, measure
+
+CONTRACT_KINDS = ["ndarray", "list_int", "list_same_int", "list_same_bigint", "list_float", "list_str",
+                  "list_interned_str", "tuple_int", "dict_int", "set_int", "ndarray_object", "list_of_lists",
+                  "list_of_instances", "bytes", "bytearray", "array_array", "ndarray_shared"]
+CONTRACT_ACCESSES = ["none", "len", "sum", "iterate", "gc_collect", "write", "sample", "copy", "pickle"]
+
+# Every pair that does not apply, and why.
+NOT_APPLICABLE = {
+    ("list_str", "sum"), ("list_interned_str", "sum"),          # str are not numbers
+    ("list_of_lists", "sum"), ("list_of_instances", "sum"),     # neither are lists or instances
+    ("tuple_int", "write"), ("bytes", "write"),                 # immutable
+    ("dict_int", "write"), ("set_int", "write"),                # no element slots to rewrite in place
+    ("set_int", "sample"),                                      # no positions (dict_int's keys are 0..n-1)
+}
+ALL_PAIRS = [(d, a) for d in CONTRACT_KINDS for a in CONTRACT_ACCESSES]
+APPLICABLE = [pair for pair in ALL_PAIRS if pair not in NOT_APPLICABLE]
+
+# CPython keeps the ints -5..256 as shared singletons; build() makes the others.
+SMALL_INTS = 257
+IMMORTAL_SMALL_INTS = sys.version_info >= (3, 12)
+GC_HEAD = 2 * struct.calcsize("P")
+# Pages of the data that also hold other objects, written around the fork
+# (by measure_fork's parent side after gc.freeze(), or by the child before
+# the access) and so not counted, or counted, by chance: a handful of the
+# hundreds the tests expect.
+SHARED_PAGES = 16
+
+
+def elements(data: object) -> list:
+    """The elements of built data, comparable with == (instances by their value)."""
+    return [x.value if isinstance(x, Item) else x for x in data]
+
+
+def pages(ranges, page: int) -> set:
+    """Page numbers overlapping half-open byte ranges."""
+    return {p for start, stop in ranges for p in range(start // page, (stop - 1) // page + 1)}
+
+
+# --- names, descriptions, applicability ---
+
+def test_every_contract_name_is_registered_in_order():
+    assert list(DATA_KINDS)[:len(CONTRACT_KINDS)] == CONTRACT_KINDS
+    assert list(ACCESSES)[:len(CONTRACT_ACCESSES)] == CONTRACT_ACCESSES
+    assert workloads.GC_VARIANTS == ("plain", "freeze")
+
+
+@pytest.mark.parametrize("registry", [DATA_KINDS, ACCESSES], ids=["data", "access"])
+def test_entries_carry_their_name_and_a_one_line_description(registry):
+    for name, entry in registry.items():
+        assert entry.name == name
+        assert entry.description and "\n" not in entry.description
+        assert entry.description == entry.description.strip()
+
+
+def test_registries_are_read_only():
+    with pytest.raises(TypeError):
+        DATA_KINDS["mine"] = DATA_KINDS["ndarray"]
+
+
+def test_applicability_is_exactly_the_rule():
+    assert {(d, a) for d, a in ALL_PAIRS if not applies(d, a)} == NOT_APPLICABLE
+
+
+@pytest.mark.parametrize("data, access", APPLICABLE)
+def test_every_applicable_access_runs_on_its_data(data, access):
+    built = build(data, 64)
+    ACCESSES[access].run(built)  # in this process: no exception is the property
+
+
+@pytest.mark.parametrize("data", [d for d in CONTRACT_KINDS if applies(d, "sum")])
+def test_sum_adds_up_the_elements(data):
+    built = build(data, 300)
+    assert ACCESSES["sum"].run(built) == sum(int(x) for x in elements(built))
+
+
+@pytest.mark.parametrize("data", [d for d in CONTRACT_KINDS if applies(d, "write")])
+def test_write_rewrites_the_same_values(data):
+    built = build(data, 300)
+    before = elements(built)
+    ACCESSES["write"].run(built)
+    assert elements(built) == before
+
+
+class Recorder:
+    """A sequence that records the positions read from it."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.read = n, []
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> None:
+        self.read.append(i)
+
+
+def test_sample_reads_a_tenth_of_the_positions_the_same_every_time():
+    n = 100_000
+    first, second = Recorder(n), Recorder(n)
+    ACCESSES["sample"].run(first)
+    ACCESSES["sample"].run(second)
+    assert first.read == second.read
+    assert len(first.read) == n // 10 and all(0 <= i < n for i in first.read)
+    # Drawn with replacement: 1 - (1 - 1/n)**(n/10) = 9.52 % of the positions are distinct.
+    assert 0.0925 < len(set(first.read)) / n < 0.0975
+    assert first.read != sorted(first.read)
+
+
+# --- errors ---
+
+@pytest.mark.parametrize("call", [
+    lambda: applies("nope", "sum"), lambda: check_pair("nope", "sum"), lambda: estimate_bytes("nope", 1),
+    lambda: build("nope", 1), lambda: measure("nope", "sum", 1)])
+def test_an_unknown_data_kind_lists_the_valid_names(call):
+    with pytest.raises(UnknownNameError) as info:
+        call()
+    assert "'nope'" in str(info.value)
+    assert all(name in str(info.value) for name in DATA_KINDS)
+
+
+@pytest.mark.parametrize("call", [
+    lambda: applies("ndarray", "summ"), lambda: check_pair("ndarray", "summ"),
+    lambda: measure("ndarray", "summ", 1)])
+def test_an_unknown_access_lists_the_valid_names_and_a_close_one(call):
+    with pytest.raises(UnknownNameError) as info:
+        call()
+    assert "did you mean 'sum'?" in str(info.value)
+    assert all(name in str(info.value) for name in ACCESSES)
+    assert isinstance(info.value, CowmemError) and isinstance(info.value, ValueError)
+
+
+@pytest.mark.parametrize("data, access", sorted(NOT_APPLICABLE))
+def test_a_pair_that_does_not_apply_says_which_and_why(data, access):
+    with pytest.raises(NotApplicableError) as info:
+        check_pair(data, access)
+    message = str(info.value)
+    assert f"'{access}'" in message and f"'{data}'" in message and "it needs" in message
+
+
+def test_measure_refuses_a_pair_that_does_not_apply_before_building():
+    # 10**15 strings would be refused as too large if measure built first.
+    with pytest.raises(NotApplicableError):
+        measure("list_str", "sum", 10**15)
+
+
+@pytest.mark.parametrize("n", [-1, 1.5, "10", None, True, 2.0])
+def test_a_size_that_is_not_a_count_is_refused(n):
+    with pytest.raises(ValueError, match="n must be"):
+        build("list_int", n)
+    with pytest.raises(ValueError, match="n must be"):
+        estimate_bytes("list_int", n)
+
+
+def test_a_numpy_integer_is_a_size():
+    assert build("list_int", np.int64(5)) == [0, 1, 2, 3, 4]
+
+
+@pytest.fixture
+def spy_kind(monkeypatch):
+    """list_int whose build is recorded: proves whether anything was built."""
+    calls = []
+    real = DATA_KINDS["list_int"]
+    kinds = dict(DATA_KINDS, list_int=dataclasses.replace(
+        real, build=lambda n: calls.append(n) or real.build(n)))
+    monkeypatch.setattr(workloads, "DATA_KINDS", kinds)
+    return calls
+
+
+def available(monkeypatch, nbytes: int) -> None:
+    monkeypatch.setattr(workloads.psutil, "virtual_memory", lambda: SimpleNamespace(available=nbytes))
+
+
+def test_a_size_that_does_not_fit_is_refused_before_building(monkeypatch, spy_kind):
+    need = estimate_bytes("list_int", 10**6)
+    available(monkeypatch, need - 1)
+    with pytest.raises(InsufficientMemoryError) as info:
+        build("list_int", 10**6)
+    assert spy_kind == []
+    message = str(info.value)
+    assert f"{need / 2**20:,.1f} MiB" in message and f"{(need - 1) / 2**20:,.1f} MiB" in message
+    assert "n=1,000,000" in message and "list_int" in message
+
+
+def test_a_size_that_just_fits_is_built(monkeypatch, spy_kind):
+    available(monkeypatch, estimate_bytes("list_int", 1000))
+    assert build("list_int", 1000) == list(range(1000))
+    assert spy_kind == [1000]
+
+
+def test_an_impossible_size_is_refused_on_this_machine():
+    with pytest.raises(InsufficientMemoryError, match="ndarray"):
+        build("ndarray", 10**14)  # 800 TB
+
+
+# --- what the kinds build ---
+
+@pytest.mark.parametrize("data", CONTRACT_KINDS)
+def test_builds_are_deterministic_and_sized(data):
+    first, second = build(data, 1000), build(data, 1000)
+    assert len(first) == 1000 and len(build(data, 0)) == 0
+    assert elements(first) == elements(second)
+
+
+def test_what_the_kinds_hold():
+    n = 1000
+    assert np.array_equal(build("ndarray", n), np.ones(n)) and build("ndarray", n).dtype == np.float64
+    assert build("list_int", n) == list(range(n))
+    same = build("list_same_int", n)
+    assert all(x is same[0] for x in same) and same[0] == 1
+    big = build("list_same_bigint", n)
+    assert all(x is big[0] for x in big) and big[0] == 10**20
+    strings = build("list_str", n)
+    assert len({len(s) for s in strings}) == 1 and len(set(strings)) == n
+    interned = build("list_interned_str", n)
+    assert interned == strings and all(s is sys.intern(s) for s in interned)
+    assert build("tuple_int", n) == tuple(range(n))
+    assert build("dict_int", n) == {i: i for i in range(n)}
+    assert build("set_int", n) == set(range(n))
+    assert build("ndarray_object", n).dtype == object and list(build("ndarray_object", n)) == list(range(n))
+    assert [x[0] for x in build("list_of_lists", n)] == list(range(n))
+    assert [x.value for x in build("list_of_instances", n)] == list(range(n))
+    assert build("bytes", 300) == bytes(range(256)) + bytes(range(44))
+    assert build("bytearray", 300) == bytearray(build("bytes", 300))
+    assert build("array_array", n).tolist() == list(range(n)) and build("array_array", n).itemsize == 8
+
+
+def test_ndarray_shared_is_shared_with_a_forked_child():
+    arr = build("ndarray_shared", 1000)
+    assert np.array_equal(arr, np.ones(1000))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        arr[7] = 5.0
+        os._exit(0)
+    os.waitpid(pid, 0)
+    assert arr[7] == 5.0  # the child's write reached the parent: MAP_SHARED
+
+
+# --- the memory estimate against real peaks ---
+
+# Runs in a fresh interpreter: each kind is built in a forked child, whose
+# peak RSS (VmHWM) is first reset to its current RSS (clear_refs 5).  A
+# forked child maps the parent's code pages again as it runs them (fork does
+# not copy page tables of read-only file mappings): a small build first maps
+# the code the real one runs, so that the RSS grows by the data alone.
+PEAK_SCRIPT = r"""
+import gc, os, re, sys
+from cowmem import workloads
+
+def status(field):
+    with open("/proc/self/status") as f:
+        return int(re.search(field + r":\s+(\d+) kB", f.read()).group(1)) * 1024
+
+n = int(sys.argv[1])
+gc.collect()
+for name in sys.argv[2:]:
+    pid = os.fork()
+    if pid == 0:
+        workloads.DATA_KINDS[name].build(1000)
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        base = status("VmRSS")
+        data = workloads.DATA_KINDS[name].build(n)
+        os.write(1, f"{name} {status('VmHWM') - base}\n".encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+"""
+
+
+def test_estimates_cover_the_real_peak_memory_within_a_factor_two():
+    n = 10**6
+    out = subprocess.run([sys.executable, "-c", PEAK_SCRIPT, str(n), *DATA_KINDS],
+                         capture_output=True, text=True, check=True, timeout=300).stdout
+    peaks = {name: int(peak) for name, peak in (line.split() for line in out.splitlines())}
+    assert list(peaks) == list(DATA_KINDS)
+    for name, peak in peaks.items():
+        assert peak <= estimate_bytes(name, n), name
+        # Hash tables grow in powers of two, so the real peak per element
+        # varies with n; an estimate off by more than 2x is a wrong number.
+        assert DATA_KINDS[name].bytes_per_element <= 2 * peak / n, name
+
+
+def test_estimate_is_linear_in_n():
+    for name, kind in DATA_KINDS.items():
+        fixed = estimate_bytes(name, 0)
+        assert estimate_bytes(name, 10**8) == fixed + math.ceil(kind.bytes_per_element * 10**8)
+
+
+# --- measuring named pairs ---
+
+def copied_in(report, obj) -> set:
+    """The pages of ``obj``'s memory (``memory_ranges``) that the child copied."""
+    page = report.page_size
+    found = pages(report.copied_ranges, page) & pages(memory_ranges(obj), page)
+    assert report.regions["data"] == len(found) * page
+    return found
+
+
+def refcount_pages(objects, page: int) -> set:
+    """The pages holding the reference counts (the first word at id(x)) of ``objects``."""
+    return {id(x) // page for x in objects}
+
+
+# Every access starts by taking a reference to the data object itself: the
+# page of its header is written, and copied unless the child had already
+# copied that page (it shares it with other small objects).
+
+def test_ndarray_sum_only_reads_the_buffer():
+    arr = build("ndarray", 10**6)
+    report = measure("ndarray", "sum", 10**6, prebuilt=arr)
+    assert copied_in(report, arr) <= refcount_pages([arr], report.page_size)
+
+
+def test_list_same_int_iterate_copies_at_most_the_page_of_its_one_int():
+    data = build("list_same_int", 10**6)
+    report = measure("list_same_int", "iterate", 10**6, prebuilt=data)
+    # int 1's reference count is written, from 3.12 not even that (small
+    # ints are immortal); the list's storage is only read.
+    one = [] if IMMORTAL_SMALL_INTS else [data[0]]
+    assert copied_in(report, data) <= refcount_pages([data, *one], report.page_size)
+
+
+def test_list_int_iterate_copies_the_pages_of_its_ints():
+    n = 200_000
+    data = build("list_int", n)
+    report = measure("list_int", "iterate", n, prebuilt=data)
+    page = report.page_size
+    assert report.pfn_guard
+    # Iterating takes a reference to every element: a write to its
+    # reference count.  The list's storage is only read.
+    written = refcount_pages(data[SMALL_INTS:], page)
+    also = refcount_pages([data, *([] if IMMORTAL_SMALL_INTS else data[:SMALL_INTS])], page)
+    copied = copied_in(report, data)
+    assert copied <= written | also
+    assert len(written - copied) <= SHARED_PAGES
+    assert 28 <= report.regions["data"] / n <= 40
+
+
+def test_gc_freeze_spares_the_gc_headers_and_is_undone():
+    n = 20_000
+    data = build("list_of_lists", n)
+    plain = measure("list_of_lists", "gc_collect", n, prebuilt=data)
+    frozen = measure("list_of_lists", "gc_collect", n, prebuilt=data, gc_freeze=True)
+    assert gc.get_freeze_count() == 0
+    # A collection writes the GC header (just before id(x)) of every tracked
+    # object it traverses; frozen objects are not traversed.
+    headers = {(id(x) - GC_HEAD) // plain.page_size for x in data}
+    assert len(headers - copied_in(plain, data)) <= SHARED_PAGES
+    assert len(headers & copied_in(frozen, data)) <= SHARED_PAGES
+
+
+def test_ndarray_shared_write_copies_nothing_unlike_a_private_array():
+    n = 10**6
+    private, shared = build("ndarray", n), build("ndarray_shared", n)
+    private_report = measure("ndarray", "write", n, prebuilt=private)
+    shared_report = measure("ndarray_shared", "write", n, prebuilt=shared)
+    page = private_report.page_size
+    buffer = pages([(private.ctypes.data, private.ctypes.data + private.nbytes)], page)
+    header = refcount_pages([private], page)
+    # Every page of the private buffer is written and copied; nothing of the shared one.
+    assert buffer <= copied_in(private_report, private) <= buffer | header
+    assert copied_in(shared_report, shared) <= refcount_pages([shared], page)
+
+
+def test_measure_refuses_a_prebuilt_object_of_another_size():
+    with pytest.raises(ValueError, match="prebuilt has 10 elements"):
+        measure("list_int", "len", 11, prebuilt=list(range(10)))
+
+
+def count_items() -> int:
+    return sum(isinstance(x, Item) for x in gc.get_objects())
+
+
+def test_measure_unfreezes_and_drops_the_data_when_the_child_fails(monkeypatch):
+    def failing(access, **kwargs):
+        raise CowmemError("the child failed")
+
+    monkeypatch.setattr(workloads, "measure_fork", failing)
+    before = count_items()
+    with pytest.raises(CowmemError) as info:
+        measure("list_of_instances", "iterate", 1000, gc_freeze=True)
+    assert gc.get_freeze_count() == 0
+    # The exception, still held here with its traceback, keeps no instance.
+    assert info.value is not None and count_items() == before
+
+
+def test_measure_keeps_no_data_after_success():
+    before = count_items()
+    measure("list_of_instances", "iterate", 1000)
+    assert count_items() == before
