@@ -8,8 +8,9 @@ the access made the kernel copy.
 """
 
 from .errors import (AccessError, ChildExitedError, ChildKilledError, ChildTimeoutError,
-                     CowmemError, InsufficientMemoryError, NotApplicableError,
-                     UnknownNameError, UnsupportedPlatformError)
+                     CowmemError, ExplainError, ExplainUnavailableError, InsufficientMemoryError,
+                     NotApplicableError, UnknownNameError, UnsupportedPlatformError)
+from .explain import CAUSES, Explanation
 from .fork import ForkSafetyWarning, measure_fork
 from .meter import ForkMeter, ForkReport
 from .objects import memory_ranges
@@ -21,5 +22,6 @@ __all__ = [
     "measure_fork", "ForkReport", "ForkMeter", "memory_ranges", "PAGE_SIZE",
     "CowmemError", "UnsupportedPlatformError", "AccessError", "ChildKilledError",
     "ChildExitedError", "ChildTimeoutError", "UnknownNameError", "NotApplicableError",
-    "InsufficientMemoryError", "ForkSafetyWarning",
+    "InsufficientMemoryError", "ForkSafetyWarning", "ExplainError", "ExplainUnavailableError",
+    "Explanation", "CAUSES",
 ]

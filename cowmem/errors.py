@@ -16,6 +16,28 @@ class UnsupportedPlatformError(CowmemError):
     """
 
 
+class ExplainUnavailableError(UnsupportedPlatformError):
+    """userfaultfd write-protect faults are unavailable here; ``reason`` says why.
+
+    The plain measurement does not need them and still works.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"explain mode is unavailable: {reason}")
+        self.reason = reason
+
+    def __reduce__(self):
+        return type(self), (self.reason,)
+
+
+class ExplainError(CowmemError):
+    """Serving the child's write-protect faults failed; the explanation would be partial.
+
+    The child was not left blocked: closing the descriptor woke it, and the
+    plain measurement is unaffected.
+    """
+
+
 class AccessError(CowmemError):
     """The access raised an exception in the child.
 

@@ -37,10 +37,9 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from . import uffd
-from .errors import CowmemError
+from .errors import ExplainError, ExplainUnavailableError
 from .objects import _GC_HEAD, _HAVE_GC, _LIST_ITEMS, _buffer_range, _elements, _layout, _storage
 from .pagemap import PAGE_SHIFT, PAGE_SIZE, Mapping as MapsEntry, read_maps
-from .uffd import ExplainUnavailableError
 
 Range = Tuple[int, int]
 
@@ -60,14 +59,6 @@ _ASCII_HEADER = sys.getsizeof("") - 1
 _COMPACT_HEADER = sys.getsizeof(chr(256)) - 4
 
 ACK_TIMEOUT = 30.0     # seconds the child waits for the parent to protect its memory
-
-
-class ExplainError(CowmemError):
-    """Serving the child's write-protect faults failed; the explanation would be partial.
-
-    The child was not left blocked: closing the descriptor woke it, and the
-    plain measurement is unaffected.
-    """
 
 
 # --- the object index ----------------------------------------------------

@@ -58,27 +58,33 @@ def measure_fork(access: Callable[[], Any], *,
         from .explain import FaultTracer
         tracer = FaultTracer({name: spec for name, spec in (regions or {}).items() if not is_range(spec)})
         tracer.before_fork()
-    _warn_if_threaded()
-    with ForkMeter(regions, cross_checks=cross_checks) as meter:
-        for stream in (sys.stdout, sys.stderr):
-            stream.flush()
-        read_fd, write_fd = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            os.close(read_fd)
-            _child_main(meter, access, write_fd, tracer)  # never returns
-        os.close(write_fd)
-        try:
+    try:
+        _warn_if_threaded()
+        with ForkMeter(regions, cross_checks=cross_checks) as meter:
+            for stream in (sys.stdout, sys.stderr):
+                stream.flush()
+            read_fd, write_fd = os.pipe()
+            pid = os.fork()
+            if pid == 0:
+                os.close(read_fd)
+                _child_main(meter, access, write_fd, tracer)  # never returns
+            os.close(write_fd)
+            try:
+                if tracer is not None:
+                    tracer.start_serving(pid)
+                payload, status = _collect(pid, read_fd, timeout)
+            finally:
+                os.close(read_fd)
+            # The child's own failure first: a handler that broke with it
+            # must not hide it.
+            _outcome(payload, status)
+            report = meter.report()
             if tracer is not None:
-                tracer.start_serving(pid)
-            payload, status = _collect(pid, read_fd, timeout)
-        finally:
-            os.close(read_fd)
-            explanation = tracer.stop() if tracer is not None else None
-        _outcome(payload, status)
-        report = meter.report()
-    if explanation is not None:
-        report = dataclasses.replace(report, explanation=explanation.restrict(copied_page_numbers(report)))
+                explanation = tracer.stop().restrict(copied_page_numbers(report))
+                report = dataclasses.replace(report, explanation=explanation)
+    finally:
+        if tracer is not None:
+            tracer.close()
     return report
 
 

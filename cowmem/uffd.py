@@ -20,7 +20,7 @@ import select
 import struct
 from typing import Callable, Sequence
 
-from .errors import UnsupportedPlatformError
+from .errors import ExplainUnavailableError
 
 # The userfaultfd syscall number; architectures whose ioctl encoding differs
 # from the generic one (powerpc, mips, sparc) are deliberately absent.
@@ -61,17 +61,6 @@ UFFDIO_WAKE = (2 << 30) | (_RANGE.size << 16) | (0xAA << 8) | 0x02
 MESSAGE = struct.Struct("=B7xQQI4x")
 MESSAGE_SIZE = MESSAGE.size                   # 32
 PAGE_SIZE = mmap.PAGESIZE
-
-
-class ExplainUnavailableError(UnsupportedPlatformError):
-    """userfaultfd write-protect faults are unavailable here; ``reason`` says why.
-
-    The plain measurement does not need them and still works.
-    """
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(f"explain mode is unavailable: {reason}")
-        self.reason = reason
 
 
 def syscall_number() -> int:

@@ -20,10 +20,10 @@ import pytest
 
 from cowmem import PAGE_SIZE, measure_fork, memory_ranges, uffd
 from cowmem.errors import UnsupportedPlatformError
-from cowmem.explain import CAUSES, ExplainError, FaultTracer, ObjectIndex
+from cowmem.errors import ExplainError, ExplainUnavailableError
+from cowmem.explain import CAUSES, FaultTracer, ObjectIndex
 from cowmem.objects import object_block
 from cowmem.pagemap import PAGE_SHIFT, page_span, read_maps
-from cowmem.uffd import ExplainUnavailableError
 from test_ground_truth import anon_huge_bytes
 
 SMALL_INTS_IMMORTAL = sys.version_info >= (3, 12)
