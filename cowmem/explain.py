@@ -22,7 +22,6 @@ The protocol, as measure_fork drives it::
 from __future__ import annotations
 
 import array
-import ctypes
 import itertools
 import os
 import reprlib
@@ -38,7 +37,7 @@ import numpy as np
 
 from . import uffd
 from .errors import ExplainError, ExplainUnavailableError
-from .objects import _GC_HEAD, _HAVE_GC, _LIST_ITEMS, _buffer_range, _elements, _layout, _storage
+from .objects import _GC_HEAD, _HAVE_GC, _buffer_range, _elements, _layout, _storage, addresses
 from .pagemap import PAGE_SHIFT, PAGE_SIZE, Mapping as MapsEntry, read_maps
 
 Range = Tuple[int, int]
@@ -50,7 +49,6 @@ _REFCOUNT, _GC_HEADER, _OTHER_HEADER, _PAYLOAD, _OUTSIDE = range(len(CAUSES))
 _OBJECT, _BUFFER, _STORAGE = 0, 1, 2    # an inline object; a buffer's bytes; a container's item storage
 _WORD = 8
 _REFCNT_SIZE = 8                        # ob_refcnt: the first word of every object (GIL builds)
-_TUPLE_ITEMS = 3 * _WORD                # PyTupleObject's ob_item, after PyObject_VAR_HEAD
 
 # Where a compact str's characters start: after PyASCIIObject for ASCII
 # strings, after PyCompactUnicodeObject for the others ('' and chr(256)
@@ -134,7 +132,7 @@ class ObjectIndex:
                      layouts: List[Tuple[int, int, int]]) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(lo, hi, layout code) of the inline block of each of ``items``."""
         count = len(items)
-        base = _addresses(items)
+        base = addresses(items)
         kinds = set(map(type, items))
         if len(kinds) == 1:
             # One type, the common case: vectorised.
@@ -225,24 +223,6 @@ class _Data:
 
 def _as_list(items: Any) -> Sequence[Any]:
     return items if isinstance(items, (list, tuple)) else list(items)
-
-
-def _addresses(items: Sequence[Any]) -> np.ndarray:
-    """``id()`` of every item, as uint64.
-
-    A list's or tuple's item pointers are those addresses: copied straight
-    from its item storage, ten times faster than calling id() per item.
-    """
-    count = len(items)
-    if type(items) is list:
-        start = ctypes.c_void_p.from_address(id(items) + _LIST_ITEMS).value
-    elif type(items) is tuple:
-        start = id(items) + _TUPLE_ITEMS
-    else:
-        return np.fromiter(map(id, items), np.uint64, count)
-    if not count:
-        return np.zeros(0, np.uint64)
-    return np.frombuffer((ctypes.c_uint64 * count).from_address(start), np.uint64).copy()
 
 
 # --- naming the field an address falls in --------------------------------
