@@ -11,7 +11,6 @@ import argparse
 import decimal
 import importlib
 import importlib.util
-import inspect
 import json
 import math
 import os
@@ -28,14 +27,11 @@ EXTERNAL = {
     "publish": ("cowmem.publish", "publish the results"),
 }
 
-
 class UsageError(Exception):
     """Bad command-line input, reported in one line with exit status 2."""
 
-
 # Errors that mean "the input was wrong", as opposed to "measuring failed".
 BAD_INPUT = (UsageError, UnknownNameError, NotApplicableError, InsufficientMemoryError)
-
 
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors (``cowmem measure: error: ...``, exit 2).
@@ -63,7 +59,6 @@ class _Parser(argparse.ArgumentParser):
         self.set_defaults(handler=module.run)
         return super().parse_known_args(args, namespace)
 
-
 def _size(text: str) -> int:
     """A count of elements: ``1000000``, ``1_000_000`` or ``1e6``; at least 1."""
     try:
@@ -80,7 +75,6 @@ def _size(text: str) -> int:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
     return value
 
-
 def _scale(text: str) -> float:
     """A positive finite factor."""
     try:
@@ -90,7 +84,6 @@ def _scale(text: str) -> float:
     if not (math.isfinite(value) and value > 0):
         raise argparse.ArgumentTypeError(f"must be a positive number, not {text}")
     return value
-
 
 def _workers(text: str) -> int:
     # More workers than this on a 2-core machine measure the scheduler, not memory.
@@ -102,7 +95,6 @@ def _workers(text: str) -> int:
     if not 1 <= value <= limit:
         raise argparse.ArgumentTypeError(f"must be between 1 and {limit}, not {value}")
     return value
-
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``cowmem`` parser with every subcommand."""
@@ -146,7 +138,6 @@ def build_parser() -> argparse.ArgumentParser:
         p.lazy_module = module
     return parser
 
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the command line; returns the exit status."""
     args = build_parser().parse_args(argv)
@@ -164,12 +155,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
 
-
 def _fail(exc: BaseException, status: int) -> int:
     # The first line only: errors carrying a child's traceback put it after.
     print(f"cowmem: error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", file=sys.stderr)
     return status
-
 
 # --- list ---------------------------------------------------------------
 
@@ -192,7 +181,6 @@ def _list(args: argparse.Namespace) -> int:
         print((f"  {data:<{width}}  " + " ".join(f"{m:^{len(n)}}" for m, n in zip(marks, names))).rstrip())
     return 0
 
-
 # --- measure ------------------------------------------------------------
 
 def _measure(args: argparse.Namespace) -> int:
@@ -201,8 +189,6 @@ def _measure(args: argparse.Namespace) -> int:
     workloads.check_pair(args.data, args.access)
     options: Dict[str, Any] = {"gc_freeze": args.gc_freeze}
     if args.explain:
-        if "explain" not in inspect.signature(workloads.measure).parameters:
-            raise UsageError("--explain is not available: cowmem.workloads.measure takes no explain=")
         options["explain"] = True
     report = workloads.measure(args.data, args.access, args.size, **options)
     if args.json:
@@ -225,10 +211,18 @@ def _measure(args: argparse.Namespace) -> int:
         print("  (page frame numbers unreadable here: writes by the parent after the fork "
               "could not be told from the child's)")
     if report.explanation is not None:
-        print()
-        print(report.explanation.format())
-    return 0
+        import numpy as np
+        from .meter import copied_page_numbers
 
+        whole = report.explanation
+        print()
+        print(whole.format())
+        # The same without the interpreter's own pages: what the data cost.
+        in_data = whole.restrict(np.setdiff1d(copied_page_numbers(report), whole.pages_of("outside_data")))
+        print()
+        print("first written inside the data:")
+        print(in_data.format())
+    return 0
 
 def format_bytes(count: int, page_size: Optional[int] = None) -> str:
     """``count`` bytes in MiB (and in pages when ``page_size`` is given)."""
@@ -237,7 +231,6 @@ def format_bytes(count: int, page_size: Optional[int] = None) -> str:
         return text
     pages = count // page_size
     return f"{text} ({pages:,} page{'' if pages == 1 else 's'})"
-
 
 # --- seed ---------------------------------------------------------------
 

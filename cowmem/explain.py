@@ -375,13 +375,14 @@ class Explanation:
         if top.pages < self.unexplained_pages:
             return f"{pages}, {_percent(self.unexplained_pages / self.copied_pages)} unexplained " \
                    "(memory userfaultfd cannot protect)"
-        kind, count = next(iter(top.by_kind.items()))
+        kinds = list(top.by_kind)
+        kind = " and ".join(kinds[:2]) + (" and others" if len(kinds) > 2 else "")
         what = {"refcount": f"reference-count writes to {kind} objects",
                 "gc_header": f"GC-header writes to {kind} objects",
                 "other_header_field": f"writes to other header fields of {kind} objects",
                 "payload": f"writes to the payload of {kind} objects",
                 "outside_data": f"writes outside the data, in {kind}"}[name]
-        return f"{pages}, {_percent(count / self.copied_pages)} by {what}"
+        return f"{pages}, {_percent(top.pages / self.copied_pages)} by {what}"
 
     def pages_of(self, cause: str, kind: Optional[str] = None) -> np.ndarray:
         """Page numbers whose first write had ``cause`` (and, if given, was to a ``kind``

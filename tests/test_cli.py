@@ -184,22 +184,24 @@ def test_measure_passes_gc_freeze_and_explain(measured):
     assert measured[-1] == dict(data="list_of_lists", access="gc_collect", n=10, gc_freeze=True, explain=True)
 
 
-def test_measure_prints_the_explanation_after_the_table(monkeypatch, capsys):
-    class Explanation:
-        def format(self) -> str:
-            return "7,861 pages copied, 99.7 % by reference-count writes to int objects"
-    monkeypatch.setattr(workloads, "measure",
-                        lambda *a, explain=False, **k: fake_report(explanation=Explanation()))
-    assert cli.main(["measure", "list_int", "iterate", "--explain"]) == 0
-    out = capsys.readouterr().out.splitlines()
-    assert out[-2:] == ["", "7,861 pages copied, 99.7 % by reference-count writes to int objects"]
+def test_measure_explain_for_real():
+    result = run("measure", "list_int", "iterate", "--size", "20000", "--explain")
+    assert result.returncode == 0, result.stderr
+    whole, _, in_data = result.stdout.partition("first written inside the data:")
+    assert "by reference-count writes to int objects" in in_data
+    assert "refcount" in whole and "gc_header" in whole
 
 
-def test_explain_without_support_exits_2(monkeypatch, capsys):
-    monkeypatch.setattr(workloads, "measure", lambda data, access, n, *, gc_freeze=False: fake_report())
-    assert cli.main(["measure", "list_int", "iterate", "--explain"]) == 2
-    assert capsys.readouterr().err == ("cowmem: error: --explain is not available: "
-                                       "cowmem.workloads.measure takes no explain=\n")
+def test_explain_unavailable_is_one_clear_line(monkeypatch, capsys):
+    from cowmem import uffd
+    from cowmem.errors import ExplainUnavailableError
+
+    def refuse():
+        raise ExplainUnavailableError("userfaultfd refused (simulated)")
+
+    monkeypatch.setattr(uffd, "open_write_protect_fd", refuse)
+    assert cli.main(["measure", "list_int", "iterate", "--size", "1000", "--explain"]) == 1
+    assert capsys.readouterr().err == "cowmem: error: explain mode is unavailable: userfaultfd refused (simulated)\n"
 
 
 def test_measure_json_for_real():
