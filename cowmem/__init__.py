@@ -12,14 +12,14 @@ from .errors import (AccessError, ChildExitedError, ChildKilledError, ChildTimeo
                      NotApplicableError, UnknownNameError, UnsupportedPlatformError)
 from .explain import CAUSES, Explanation
 from .fork import ForkSafetyWarning, measure_fork
-from .meter import ForkMeter, ForkReport
+from .meter import ForkMeter, ForkReport, Regions
 from .objects import memory_ranges
 from .pagemap import PAGE_SIZE
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "measure_fork", "ForkReport", "ForkMeter", "memory_ranges", "PAGE_SIZE",
+    "measure_fork", "ForkReport", "ForkMeter", "Regions", "memory_ranges", "PAGE_SIZE",
     "CowmemError", "UnsupportedPlatformError", "AccessError", "ChildKilledError",
     "ChildExitedError", "ChildTimeoutError", "UnknownNameError", "NotApplicableError",
     "InsufficientMemoryError", "ForkSafetyWarning", "ExplainError", "ExplainUnavailableError",

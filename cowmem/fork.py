@@ -17,11 +17,11 @@ import threading
 import time
 import traceback
 import warnings
-from typing import Any, Callable, Mapping, Optional, Tuple
+from typing import Any, Callable, Mapping, Tuple, Union
 
 from .errors import (AccessError, ChildExitedError, ChildKilledError, ChildTimeoutError,
                      CowmemError)
-from .meter import ForkMeter, ForkReport, RegionSpec, copied_page_numbers, is_range
+from .meter import ForkMeter, ForkReport, RegionSpec, Regions, copied_page_numbers
 
 
 class ForkSafetyWarning(RuntimeWarning):
@@ -29,7 +29,7 @@ class ForkSafetyWarning(RuntimeWarning):
 
 
 def measure_fork(access: Callable[[], Any], *,
-                 regions: Optional[Mapping[str, RegionSpec]] = None,
+                 regions: Union[Mapping[str, RegionSpec], Regions, None] = None,
                  timeout: float = 60.0,
                  cross_checks: bool = True,
                  explain: bool = False) -> ForkReport:
@@ -39,7 +39,8 @@ def measure_fork(access: Callable[[], Any], *,
     its return value is discarded.  ``regions`` maps a name to an object
     (located with :func:`cowmem.memory_ranges`) or to an address range
     ``(start, stop)`` in bytes (a tuple of exactly two ints is always taken
-    as a range); the report gives the copied bytes inside each.
+    as a range), or is a :class:`Regions` located earlier, to measure the
+    same data repeatedly; the report gives the copied bytes inside each.
     ``cross_checks`` also reads ``smaps_rollup`` before and after (the USS
     and Private_Dirty deltas): two more page-table walks, about as long as
     the two snapshots; without them those fields are None.  With
@@ -56,7 +57,9 @@ def measure_fork(access: Callable[[], Any], *,
     tracer = None
     if explain:
         from .explain import FaultTracer
-        tracer = FaultTracer({name: spec for name, spec in (regions or {}).items() if not is_range(spec)})
+        if not isinstance(regions, Regions):
+            regions = Regions(regions)  # locate once, for the meter and the tracer
+        tracer = FaultTracer(regions.objects)
         tracer.before_fork()
     try:
         _warn_if_threaded()

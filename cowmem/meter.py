@@ -105,6 +105,9 @@ class Regions:
 
     def __init__(self, regions: Optional[Mapping[str, RegionSpec]] = None) -> None:
         self.pages: Dict[str, np.ndarray] = {name: _region_pages(spec) for name, spec in (regions or {}).items()}
+        # The objects themselves (not the ranges), for explain mode's object map.
+        self.objects: Dict[str, Any] = {name: spec for name, spec in (regions or {}).items()
+                                        if not is_range(spec)}
 
 
 class ForkMeter:
