@@ -24,7 +24,7 @@ DEFAULT_SIZE = 1_000_000
 # Subcommands that other modules implement: name -> (module, one-line help).
 EXTERNAL = {
     "report": ("cowmem.report", "compare results across environments (asv results)"),
-    "publish": ("cowmem.publish", "publish the results"),
+    "publish": ("cowmem.publish", "asv publish, made to render offline, with the cross-environment report page"),
 }
 
 class UsageError(Exception):
@@ -201,6 +201,8 @@ def _measure(args: argparse.Namespace) -> int:
         ("copied", format_bytes(report.copied_bytes, report.page_size), "pages the access made the kernel copy"),
         ("fresh", format_bytes(report.fresh_bytes, report.page_size), "pages newly populated (not copies)"),
         ("in data", format_bytes(report.regions["data"], report.page_size), "copied pages inside the data's memory"),
+        ("unobserved", format_bytes(report.unobserved["data"], report.page_size),
+         "data pages already the child's at the baseline: writes there unseen"),
         ("USS delta", format_bytes(report.uss_delta_bytes), "the child's unique set size, after - before"),
         ("minor faults", f"{report.minor_faults:,}", "copy-on-write faults plus first touches"),
         ("access time", f"{report.access_seconds * 1e3:,.1f} ms", ""),
@@ -208,8 +210,8 @@ def _measure(args: argparse.Namespace) -> int:
     for label, value, note in rows:
         print(f"  {label:<13} {value:>28}  {note}".rstrip())
     if not report.pfn_guard:
-        print("  (page frame numbers unreadable here: writes by the parent after the fork "
-              "could not be told from the child's)")
+        print("  (page frame numbers unreadable here, without CAP_SYS_ADMIN: writes by the parent "
+              "after the fork, and first writes to zero-page memory, count as copies)")
     if report.explanation is not None:
         import numpy as np
         from .meter import copied_page_numbers

@@ -19,7 +19,7 @@ import traceback
 import warnings
 from typing import Any, Callable, Mapping, Tuple, Union
 
-from .errors import (AccessError, ChildExitedError, ChildKilledError, ChildTimeoutError,
+from .errors import (ChildExitedError, ChildKilledError, ChildTimeoutError,
                      CowmemError)
 from .meter import ForkMeter, ForkReport, RegionSpec, Regions, copied_page_numbers
 
@@ -65,19 +65,9 @@ def measure_fork(access: Callable[[], Any], *,
         _warn_if_threaded()
         with ForkMeter(regions, cross_checks=cross_checks) as meter:
             for stream in (sys.stdout, sys.stderr):
-                stream.flush()
-            read_fd, write_fd = os.pipe()
-            pid = os.fork()
-            if pid == 0:
-                os.close(read_fd)
-                _child_main(meter, access, write_fd, tracer)  # never returns
-            os.close(write_fd)
-            try:
-                if tracer is not None:
-                    tracer.start_serving(pid)
-                payload, status = _collect(pid, read_fd, timeout)
-            finally:
-                os.close(read_fd)
+                if stream is not None:
+                    stream.flush()
+            payload, status = _fork_and_collect(meter, access, tracer, timeout)
             # The child's own failure first: a handler that broke with it
             # must not hide it.
             _outcome(payload, status)
@@ -91,8 +81,38 @@ def measure_fork(access: Callable[[], Any], *,
     return report
 
 
+def _fork_and_collect(meter: ForkMeter, access: Callable[[], Any], tracer: Any,
+                      timeout: float) -> Tuple[bytes, int]:
+    """Fork, have the child measure, and return its message and wait status.
+
+    From the fork on, any way out of here reaps the child.
+    """
+    read_fd, write_fd = os.pipe()
+    try:
+        pid = os.fork()
+    except BaseException:
+        os.close(read_fd)
+        os.close(write_fd)
+        raise
+    if pid == 0:
+        os.close(read_fd)
+        _child_main(meter, access, write_fd, tracer)  # never returns
+    try:
+        os.close(write_fd)
+        if tracer is not None:
+            tracer.start_serving(pid)
+    except BaseException:
+        os.close(read_fd)
+        _kill_and_reap(pid)
+        raise
+    try:
+        return _collect(pid, read_fd, timeout)  # reaps the child on every path
+    finally:
+        os.close(read_fd)
+
+
 def _child_main(meter: ForkMeter, access: Callable[[], Any], write_fd: int, tracer: Any) -> None:
-    """The child: measure, send one pickled word on the pipe, and _exit."""
+    """The child: measure, send one pickled message on the pipe, and _exit."""
     status = 70
     try:
         try:
@@ -100,10 +120,11 @@ def _child_main(meter: ForkMeter, access: Callable[[], Any], write_fd: int, trac
                 tracer.arm_child(meter.anonymous_ranges())
             meter.run(access)
             result: Tuple[str, Any] = ("ok", None)
-        except AccessError as failed:
-            result = ("access", (failed.exc_type, failed.child_message, failed.child_traceback))
-        except BaseException:
-            result = ("internal", traceback.format_exc())
+        except CowmemError as failed:
+            # AccessError, ExplainError...: each pickles as itself.
+            result = ("error", failed)
+        except BaseException as exc:
+            result = ("internal", (f"{type(exc).__qualname__}: {exc}", traceback.format_exc()))
         data = memoryview(pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
         while data:
             data = data[os.write(write_fd, data):]
@@ -222,9 +243,10 @@ def _outcome(payload: bytes, status: int) -> None:
         kind, value = pickle.loads(payload)
     except Exception as exc:
         raise CowmemError(f"the child's report could not be read ({exc})") from None
-    if kind == "access":
-        raise AccessError(*value)
+    if kind == "error":
+        raise value
     if kind != "ok":
-        raise CowmemError(f"cowmem failed inside the child:\n{value}")
+        line, child_traceback = value
+        raise CowmemError(f"cowmem failed inside the child: {line}\n{child_traceback}")
 
 

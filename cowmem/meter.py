@@ -47,6 +47,12 @@ class ForkReport:
     the fork's own bookkeeping did): the access may have written them too,
     unseen.  cowmem keeps this to a few pages at most; it is reported so
     that no reader has to take that on trust.
+
+    Two cases the page state cannot tell apart: a write to a private *file*
+    page (``np.load(mmap_mode="c")``) is a copy from the page cache, not
+    from the parent, and counts as fresh; memory the access frees and maps
+    again at the same address counts as copied.  Without ``pfn_guard`` (no
+    CAP_SYS_ADMIN) a first write to zero-page memory counts as copied too.
     """
 
     copied_bytes: int
@@ -195,9 +201,10 @@ def _prepare_snapshots() -> Tuple[list, pagemap.PagemapSnapshots]:
         now = pagemap.subtract_ranges(pagemap.private_writable_ranges(pagemap.read_maps()),
                                       snaps.buffer_ranges())
         if now == [(m.start, m.stop) for m in targets]:
-            break
+            return targets, snaps
         snaps.close()
-    return targets, snaps
+    raise CowmemError("this process's mappings kept changing while cowmem prepared its "
+                      "buffers (another thread mapping memory?); try again")
 
 
 
@@ -355,6 +362,7 @@ class _ProcCounters:
         for fd in self._fds:
             if fd >= 0:
                 os.close(fd)
+        self._fds = (-1, -1)
         self._views, self._lengths = [], None
         pagemap.release(self._buffer, self._lengths_buffer)
 

@@ -161,6 +161,7 @@ class PagemapSnapshots:
     def close(self) -> None:
         if self._fd >= 0:
             os.close(self._fd)
+            self._fd = -1
         self.entries, self._plans, self._warm_plan = [], [], []
         release(*self._maps, self._warm)
 
@@ -210,7 +211,8 @@ def _read(fd: int, plan: list) -> None:
 
 def _touch(plan: list) -> None:
     for _offset, views in plan:
-        views[0]  # a reference taken and dropped: the write preadv makes
+        # Taking a reference writes the same reference counts preadv will.
+        views[0]
 
 
 def _read_rest(fd: int, offset: int, view: memoryview) -> None:
@@ -267,9 +269,7 @@ def zero_page_frame() -> int:
     huge zero page needs no such care: pagemap flags it as a file page.)
     """
     with mmap.mmap(-1, PAGE_SIZE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS) as m:
-        arr = np.frombuffer(m, np.uint8)
-        int(arr[0])  # a read fault maps the zero page
-        addr = arr.ctypes.data
+        addr = buffer_range(m)[0]
+        m[0]  # a read fault maps the zero page
         entry = int(read_entries([(addr, addr + PAGE_SIZE)])[0])
-        del arr
     return entry & int(PFN_MASK) if entry & int(PRESENT) else 0

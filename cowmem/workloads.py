@@ -69,7 +69,7 @@ class Access:
 
     name: str
     description: str
-    run: Callable[[Any], Any]
+    run: Optional[Callable[[Any], Any]]   # None: an access that is not handed the data
     needs: FrozenSet[str] = frozenset()
 
 
@@ -207,7 +207,8 @@ def _sample(data: Any) -> None:
 
 
 ACCESSES: Mapping[str, Access] = _by_name(
-    Access("none", "nothing: the cost of measuring itself", lambda data: None),
+    # Not even handed the data: passing it would write its reference count.
+    Access("none", "nothing: the cost of measuring itself", None),
     Access("len", "len(data): reads only the container's header", len),
     Access("sum", "sum(data), or data.sum() for numpy arrays", _sum, frozenset({NUMBERS})),
     Access("iterate", "for x in data: pass", _iterate),
@@ -294,6 +295,10 @@ def build(data: str, n: int) -> Any:
     return kind.build(size)
 
 
+def _nothing() -> None:
+    pass
+
+
 def measure(data: str, access: str, n: int, *, gc_freeze: bool = False, timeout: float = 600.0,
             prebuilt: Optional[Any] = None, located: Optional[Regions] = None,
             cross_checks: bool = True, explain: bool = False) -> ForkReport:
@@ -320,7 +325,9 @@ def measure(data: str, access: str, n: int, *, gc_freeze: bool = False, timeout:
     if gc_freeze:
         gc.freeze()
     try:
-        return measure_fork(partial(run, obj), regions=located or {"data": obj}, timeout=timeout,
+        # Passed inline: a local would keep the data alive through a traceback.
+        return measure_fork(partial(run, obj) if run is not None else _nothing,
+                            regions=located or {"data": obj}, timeout=timeout,
                             cross_checks=cross_checks, explain=explain)
     except BaseException as exc:
         # The traceback's frames hold the data (measure_fork's `regions`):

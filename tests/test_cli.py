@@ -188,7 +188,7 @@ def test_measure_explain_for_real():
     result = run("measure", "list_int", "iterate", "--size", "20000", "--explain")
     assert result.returncode == 0, result.stderr
     whole, _, in_data = result.stdout.partition("first written inside the data:")
-    assert "by reference-count writes to int objects" in in_data
+    assert "by reference-count writes to int" in in_data
     assert "refcount" in whole and "gc_header" in whole
 
 

@@ -150,3 +150,37 @@ def test_errors_survive_pickling(error):
     import pickle
     again = pickle.loads(pickle.dumps(error))
     assert type(again) is type(error) and str(again) == str(error)
+
+
+def test_internal_failure_in_the_child_says_what_failed(monkeypatch):
+    def broken_run(self, access):
+        raise RuntimeError("snapshot buffer gone")
+
+    monkeypatch.setattr(cowmem.ForkMeter, "run", broken_run)
+    with pytest.raises(CowmemError) as info:
+        cowmem.measure_fork(lambda: None)
+    assert str(info.value).splitlines()[0] == \
+        "cowmem failed inside the child: RuntimeError: snapshot buffer gone"
+
+
+def test_a_failed_fork_leaks_no_descriptor(monkeypatch):
+    def no_fork():
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    before = len(os.listdir("/proc/self/fd"))
+    monkeypatch.setattr(os, "fork", no_fork)
+    for _ in range(3):
+        with pytest.raises(BlockingIOError):
+            cowmem.measure_fork(lambda: None)
+    assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_a_handler_that_fails_to_start_still_reaps_the_child(monkeypatch):
+    from cowmem import explain
+
+    def cannot_serve(self, pid):
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(explain.FaultTracer, "start_serving", cannot_serve)
+    with pytest.raises(OSError, match="Too many open files"):
+        cowmem.measure_fork(lambda: None, explain=True)

@@ -83,7 +83,7 @@ def test_applicability_is_exactly_the_rule():
 @pytest.mark.parametrize("data, access", APPLICABLE)
 def test_every_applicable_access_runs_on_its_data(data, access):
     built = build(data, 64)
-    ACCESSES[access].run(built)  # in this process: no exception is the property
+    (ACCESSES[access].run or (lambda _: None))(built)  # in this process: no exception is the property
 
 
 @pytest.mark.parametrize("data", [d for d in CONTRACT_KINDS if applies(d, "sum")])
@@ -408,3 +408,9 @@ def test_measure_keeps_no_data_after_success():
     before = count_items()
     measure("list_of_instances", "iterate", 1000)
     assert count_items() == before
+
+
+@pytest.mark.parametrize("data", ["list_int", "ndarray", "dict_int"])
+def test_none_touches_nothing_of_the_data(data):
+    # Not even its reference count: the access is not handed the data.
+    assert measure(data, "none", 10**5).regions["data"] == 0
