@@ -37,7 +37,7 @@ import numpy as np
 
 from . import uffd
 from .errors import ExplainError, ExplainUnavailableError
-from .objects import _GC_HEAD, _HAVE_GC, _buffer_range, _elements, _layout, _storage, addresses
+from .objects import _GC_HEAD, _HAVE_GC, _buffer_range, _elements, _layout, _storage, element_blocks
 from .pagemap import PAGE_SHIFT, PAGE_SIZE, Mapping as MapsEntry, read_maps
 
 Range = Tuple[int, int]
@@ -131,28 +131,15 @@ class ObjectIndex:
     def _object_rows(self, items: Sequence[Any],
                      layouts: List[Tuple[int, int, int]]) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(lo, hi, layout code) of the inline block of each of ``items``."""
+        lo, hi = element_blocks(items)
         count = len(items)
-        base = addresses(items)
         kinds = set(map(type, items))
-        if len(kinds) == 1:
-            # One type, the common case: vectorised.
-            tp = kinds.pop()
-            before, size = _layout(tp)
-            sizes = np.fromiter(map(tp.__sizeof__, items), np.uint64, count) if not size else np.uint64(size)
-            if tp is str:
-                ascii_ = np.fromiter(map(str.isascii, items), bool, count)
-                code = np.where(ascii_, self._code(str, _ASCII_HEADER, layouts),
-                                self._code(str, 0, layouts)).astype(np.int32)
-            else:
-                code = np.full(count, self._code(tp, 0, layouts), np.int32)
-            return base - np.uint64(before), base + sizes, code
-        befores, sizes, code = np.empty(count, np.uint64), np.empty(count, np.uint64), np.empty(count, np.int32)
-        for i, x in enumerate(items):
-            tp = type(x)
-            before, size = _layout(tp)
-            header = _ASCII_HEADER if tp is str and x.isascii() else 0
-            befores[i], sizes[i], code[i] = before, size or x.__sizeof__(), self._code(tp, header, layouts)
-        return base - befores, base + sizes, code
+        if len(kinds) == 1 and str not in kinds:
+            return lo, hi, np.full(count, self._code(kinds.pop(), 0, layouts), np.int32)
+        # A str's header is shorter when it is ASCII.
+        code = np.fromiter((self._code(type(x), _ASCII_HEADER if type(x) is str and x.isascii() else 0, layouts)
+                            for x in items), np.int32, count)
+        return lo, hi, code
 
     def classify(self, addresses: np.ndarray) -> Dict[str, np.ndarray]:
         """Per address: its cause code, and where it falls in the data.
@@ -375,7 +362,8 @@ class Explanation:
         if top.pages < self.unexplained_pages:
             return f"{pages}, {_percent(self.unexplained_pages / self.copied_pages)} unexplained " \
                    "(memory userfaultfd cannot protect)"
-        kinds = list(top.by_kind)
+        # The kinds that matter (a twentieth of the cause or more), largest first.
+        kinds = [k for i, (k, n) in enumerate(top.by_kind.items()) if i == 0 or n * 20 >= top.pages]
         kind = " and ".join(kinds[:2]) + (" and others" if len(kinds) > 2 else "")
         what = {"refcount": f"reference-count writes to {kind} objects",
                 "gc_header": f"GC-header writes to {kind} objects",

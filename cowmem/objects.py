@@ -138,7 +138,7 @@ def object_spans(obj: Any) -> Tuple[np.ndarray, np.ndarray]:
     except TypeError:
         pass  # no buffer
     spans += _storage(obj)
-    starts, stops = _element_blocks(_elements(obj))
+    starts, stops = element_blocks(_elements(obj))
     own_starts = np.array([s for s, _ in spans], np.uint64)
     own_stops = np.array([e for _, e in spans], np.uint64)
     return np.concatenate((starts, own_starts)), np.concatenate((stops, own_stops))
@@ -175,7 +175,8 @@ def addresses(items: Sequence[Any]) -> np.ndarray:
     return np.frombuffer((ctypes.c_uint64 * count).from_address(start), np.uint64).copy()
 
 
-def _element_blocks(items: Iterable[Any]) -> Tuple[np.ndarray, np.ndarray]:
+def element_blocks(items: Iterable[Any]) -> Tuple[np.ndarray, np.ndarray]:
+    """(starts, stops) of the inline block of each of ``items``, in order."""
     items = items if isinstance(items, (list, tuple)) else list(items)
     count = len(items)
     starts = addresses(items)
