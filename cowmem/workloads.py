@@ -31,8 +31,9 @@ import numpy as np
 import psutil
 
 from .errors import InsufficientMemoryError, NotApplicableError, UnknownNameError
+from .explain import Explanation
 from .fork import measure_fork
-from .meter import ForkReport, Regions
+from .meter import ForkReport, Regions, copied_page_numbers
 
 # Traits: what a data kind offers, and what an access needs.
 NUMBERS = "numbers"
@@ -338,3 +339,19 @@ def measure(data: str, access: str, n: int, *, gc_freeze: bool = False, timeout:
         if gc_freeze:
             gc.unfreeze()
         del obj
+
+
+def explain_in_data(data: str, access: str, n: int, *, gc_freeze: bool = False,
+                    timeout: float = 600.0) -> Explanation:
+    """Why the data's own pages were copied: the first write behind each.
+
+    Measures with ``explain=True`` (userfaultfd; ExplainUnavailableError where
+    it is missing) and keeps the copied pages inside the data's memory, so
+    the interpreter's own copies do not dilute the breakdown.
+    """
+    obj = build(data, n)
+    located = Regions({"data": obj})
+    report = measure(data, access, n, gc_freeze=gc_freeze, timeout=timeout, prebuilt=obj,
+                     located=located, cross_checks=False, explain=True)
+    inside = np.intersect1d(copied_page_numbers(report), located.pages["data"], assume_unique=True)
+    return report.explanation.restrict(inside)

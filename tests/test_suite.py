@@ -158,3 +158,21 @@ def test_size_variable_refuses_what_is_not_a_count(monkeypatch: pytest.MonkeyPat
 def test_publish(workdir: Path, results: Dict[str, Dict[Combination, object]]) -> None:
     assert_ok(asv(["publish"], workdir))
     assert (workdir / "html" / "index.html").is_file()
+
+
+def test_explain_breakdown_names_the_cause(results: Dict[str, Dict[Combination, object]]) -> None:
+    values = results["bench_explain.Causes.track_data_mib_by_first_write"]
+    for (pair, cause), value in values.items():
+        assert isinstance(value, float) and not math.isnan(value), f"{pair} {cause} failed or n/a"
+
+    def share(pair: str, cause: str) -> float:
+        total = sum(v for (p, _), v in values.items() if p == pair)
+        return values[(pair, cause)] / total
+
+    # The question's answer, named: iterating writes each int's refcount;
+    # gc.collect() writes every container's GC header; a numpy write is payload.
+    assert share("list_int x iterate", "refcount") == 1.0
+    assert share("list_of_lists x gc_collect", "gc_header") >= 0.9
+    # ... all but the array object's own page, whose refcount the access takes.
+    others = sum(v for (p, c), v in values.items() if p == "ndarray x write" and c != "payload")
+    assert values[("ndarray x write", "payload")] > 0 and others * MIB <= PAGE_SIZE
