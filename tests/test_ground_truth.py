@@ -154,7 +154,6 @@ def test_parent_writes_after_fork_are_not_charged_to_the_child():
     assert report.pfn_guard
     assert report.regions["parent_half"] == 0
     assert report.regions["child_half"] == k * PAGE_SIZE
-    del parent_half, child_half, view, buf
 
 
 # --- the seed's cases, n = 10**6 -------------------------------------------
