@@ -173,6 +173,7 @@ def test_explain_breakdown_names_the_cause(results: Dict[str, Dict[Combination, 
     # gc.collect() writes every container's GC header; a numpy write is payload.
     assert share("list_int x iterate", "refcount") == 1.0
     assert share("list_of_lists x gc_collect", "gc_header") >= 0.9
-    # ... all but the array object's own page, whose refcount the access takes.
+    # ... all but the array object's own block (at most two pages), first
+    # written for its refcount or by a neighbour sharing its page.
     others = sum(v for (p, c), v in values.items() if p == "ndarray x write" and c != "payload")
-    assert values[("ndarray x write", "payload")] > 0 and others * MIB <= PAGE_SIZE
+    assert values[("ndarray x write", "payload")] > 0 and others * MIB <= 2 * PAGE_SIZE
