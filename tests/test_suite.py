@@ -171,7 +171,11 @@ def test_explain_breakdown_names_the_cause(results: Dict[str, Dict[Combination, 
 
     # The question's answer, named: iterating writes each int's refcount;
     # gc.collect() writes every container's GC header; a numpy write is payload.
-    assert share("list_int x iterate", "refcount") == 1.0
+    # Every page but a few (at most 8 of ~780) that the ints share with
+    # other objects at the pools' edges, where a neighbour may write first.
+    refcounts = values[("list_int x iterate", "refcount")]
+    assert (sum(v for (p, _), v in values.items() if p == "list_int x iterate") - refcounts) * MIB \
+        <= 8 * PAGE_SIZE and refcounts > 0
     assert share("list_of_lists x gc_collect", "gc_header") >= 0.9
     # ... all but the array object's own block (at most two pages), first
     # written for its refcount or by a neighbour sharing its page.
