@@ -134,14 +134,14 @@ class ForkMeter:
         # write the very reference counts being watched.
         self._region_pages = (regions if isinstance(regions, Regions) else Regions(regions)).pages
         self._zero_frame = _zero_frame()
-        self._targets, self._snaps = _prepare_snapshots()
         self._counters = _ProcCounters()
-        self._own = self._snaps.buffer_ranges() + self._counters.buffer_ranges()
+        # Last, so that the maps it reads are those the child inherits.  The
+        # buffers are shared mappings: never among the private ones measured.
+        self._targets, self._snaps = _prepare_snapshots()
 
     def anonymous_ranges(self) -> List[Tuple[int, int]]:
-        """The anonymous private writable ranges measured (bytes), without the meter's own buffers."""
-        return pagemap.subtract_ranges(
-            [(m.start, m.stop) for m in self._targets if m.label.startswith("[")], self._own)
+        """The anonymous private writable ranges measured ([start, stop) in bytes)."""
+        return [(m.start, m.stop) for m in self._targets if m.label.startswith("[")]
 
     def run(self, access: Callable[[], Any]) -> None:
         """In the child: run ``access()`` between the two snapshots.
@@ -168,7 +168,7 @@ class ForkMeter:
         t1 = time.perf_counter_ns()
         snaps.take(1)
         counters.read(1)
-        counters.finish(_fresh_in_new_mappings([(m.start, m.stop) for m in self._targets] + self._own,
+        counters.finish(_fresh_in_new_mappings([(m.start, m.stop) for m in self._targets],
                                                self._zero_frame), t1 - t0)
 
     def report(self) -> ForkReport:
@@ -198,9 +198,7 @@ def _prepare_snapshots() -> Tuple[list, pagemap.PagemapSnapshots]:
     for _ in range(5):
         targets = [m for m in pagemap.read_maps() if m.private_writable]
         snaps = pagemap.PagemapSnapshots([(m.start, m.stop) for m in targets])
-        now = pagemap.subtract_ranges(pagemap.private_writable_ranges(pagemap.read_maps()),
-                                      snaps.buffer_ranges())
-        if now == [(m.start, m.stop) for m in targets]:
+        if pagemap.private_writable_ranges(pagemap.read_maps()) == [(m.start, m.stop) for m in targets]:
             return targets, snaps
         snaps.close()
     raise CowmemError("this process's mappings kept changing while cowmem prepared its "
@@ -315,9 +313,6 @@ class _ProcCounters:
         # [5] access time in ns; [6] 1 once the child finished.
         self._lengths = np.frombuffer(self._lengths_buffer, np.int64)
         self._fds: Tuple[int, int] = (-1, -1)
-
-    def buffer_ranges(self) -> list:
-        return [pagemap.buffer_range(self._buffer), pagemap.buffer_range(self._lengths_buffer)]
 
     def attach(self, cross_checks: bool) -> None:
         self._fds = (os.open("/proc/self/stat", os.O_RDONLY),

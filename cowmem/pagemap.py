@@ -129,10 +129,6 @@ class PagemapSnapshots:
             lo += count * ENTRY_SIZE
         return plan
 
-    def buffer_ranges(self) -> List[Range]:
-        """The address ranges of this object's own buffers (not to be measured)."""
-        return [buffer_range(m) for m in (*self._maps, self._warm)]
-
     def attach(self) -> None:
         """Open the calling process's pagemap (``/proc/self`` is resolved at open)
         and map the buffers in."""
