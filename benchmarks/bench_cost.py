@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from cowmem import measure_fork, pagemap
+from cowmem import _linux, measure_fork
 
 MIB = 1 << 20
 RUNS = 5
@@ -42,9 +42,9 @@ def _bare_fork():
 
 
 def _two_reads():
-    ranges = pagemap.private_writable_ranges(pagemap.read_maps())
-    pagemap.read_entries(ranges)
-    pagemap.read_entries(ranges)
+    ranges = _linux.private_writable_ranges(_linux.read_maps())
+    _linux.read_entries(ranges)
+    _linux.read_entries(ranges)
 
 
 def _median_seconds(fn):

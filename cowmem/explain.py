@@ -38,7 +38,7 @@ import numpy as np
 from . import uffd
 from .errors import ExplainError, ExplainUnavailableError
 from .objects import _GC_HEAD, _HAVE_GC, _buffer_range, _elements, _layout, _storage, element_blocks
-from .pagemap import PAGE_SHIFT, PAGE_SIZE, Mapping as MapsEntry, read_maps
+from ._linux import PAGE_SHIFT, PAGE_SIZE, Mapping as MapsEntry, read_maps
 
 Range = Tuple[int, int]
 

@@ -10,9 +10,6 @@ method".
 
 from __future__ import annotations
 
-import mmap
-import os
-import sys
 import time
 import traceback
 import types
@@ -21,10 +18,10 @@ from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Tup
 
 import numpy as np
 
-from . import pagemap
+from . import _linux
 from .errors import AccessError, CowmemError, UnsupportedPlatformError
 from .objects import object_spans
-from .pagemap import FILE_OR_SHARED, PAGE_SHIFT, PAGE_SIZE, PFN_MASK, PRESENT
+from ._linux import FILE_OR_SHARED, PAGE_SHIFT, PAGE_SIZE, PFN_MASK, PRESENT
 
 RegionSpec = Union[Any, Tuple[int, int]]
 
@@ -128,13 +125,13 @@ class ForkMeter:
 
     def __init__(self, regions: Union[Mapping[str, RegionSpec], Regions, None] = None, *,
                  cross_checks: bool = True) -> None:
-        pagemap.check_pagemap()
+        _linux.check_pagemap()
         self.cross_checks = cross_checks
         # Located in the parent: walking a container in the child would
         # write the very reference counts being watched.
         self._region_pages = (regions if isinstance(regions, Regions) else Regions(regions)).pages
         self._zero_frame = _zero_frame()
-        self._counters = _ProcCounters()
+        self._counters = _linux.ProcCounters()
         # Last, so that the maps it reads are those the child inherits.  The
         # buffers are shared mappings: never among the private ones measured.
         self._targets, self._snaps = _prepare_snapshots()
@@ -188,7 +185,7 @@ class ForkMeter:
         self.close()
 
 
-def _prepare_snapshots() -> Tuple[list, pagemap.PagemapSnapshots]:
+def _prepare_snapshots() -> Tuple[list, _linux.PagemapSnapshots]:
     """The parent's private writable mappings and snapshot buffers for them.
 
     Making the buffers allocates, which can add a mapping (a new allocator
@@ -196,9 +193,9 @@ def _prepare_snapshots() -> Tuple[list, pagemap.PagemapSnapshots]:
     page present at the fork would later look fresh.
     """
     for _ in range(5):
-        targets = [m for m in pagemap.read_maps() if m.private_writable]
-        snaps = pagemap.PagemapSnapshots([(m.start, m.stop) for m in targets])
-        if pagemap.private_writable_ranges(pagemap.read_maps()) == [(m.start, m.stop) for m in targets]:
+        targets = [m for m in _linux.read_maps() if m.private_writable]
+        snaps = _linux.PagemapSnapshots([(m.start, m.stop) for m in targets])
+        if _linux.private_writable_ranges(_linux.read_maps()) == [(m.start, m.stop) for m in targets]:
             return targets, snaps
         snaps.close()
     raise CowmemError("this process's mappings kept changing while cowmem prepared its "
@@ -217,7 +214,7 @@ def _region_pages(spec: RegionSpec) -> np.ndarray:
         start, stop = spec
         if not 0 <= start <= stop:
             raise ValueError(f"an address range must be (start, stop) with 0 <= start <= stop, not {spec}")
-        return pagemap.page_span([(start, stop)])
+        return _linux.page_span([(start, stop)])
     starts, stops = object_spans(spec)
     return _pages_of(starts, stops)
 
@@ -237,11 +234,11 @@ _zero_frame_cache: list = []
 
 def _zero_frame() -> int:
     if not _zero_frame_cache:
-        _zero_frame_cache.append(pagemap.zero_page_frame())
+        _zero_frame_cache.append(_linux.zero_page_frame())
     return _zero_frame_cache[0]
 
 
-def _build_report(snaps: pagemap.PagemapSnapshots, counters: "_ProcCounters",
+def _build_report(snaps: _linux.PagemapSnapshots, counters: _linux.ProcCounters,
                   targets: list, region_pages: Mapping[str, np.ndarray], zero_frame: int) -> ForkReport:
     fresh_new, access_seconds = counters.outcome()
     diff = _compare(*snaps.entries, zero_frame)
@@ -293,84 +290,8 @@ def copied_page_numbers(report: ForkReport) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0, np.uint64)
 
 
-class _ProcCounters:
-    """Raw copies of ``/proc/self/stat`` and ``smaps_rollup``, before and
-    after, and the child's two numbers (fresh pages in new mappings, access
-    nanoseconds), all in shared memory.
-
-    The child only copies bytes (allocating nothing between the
-    snapshots); whoever builds the report parses them.
-    """
-
-    _SIZE = 1 << 14
-
-    def __init__(self) -> None:
-        self._buffer = pagemap.shared_buffer(4 * self._SIZE)
-        view = memoryview(self._buffer)
-        self._views = [[view[k * self._SIZE:(k + 1) * self._SIZE]] for k in range(4)]
-        self._lengths_buffer = pagemap.shared_buffer(mmap.PAGESIZE)
-        # [0:4] lengths of the four copies; [4] fresh pages in new mappings;
-        # [5] access time in ns; [6] 1 once the child finished.
-        self._lengths = np.frombuffer(self._lengths_buffer, np.int64)
-        self._fds: Tuple[int, int] = (-1, -1)
-
-    def attach(self, cross_checks: bool) -> None:
-        self._fds = (os.open("/proc/self/stat", os.O_RDONLY),
-                     os.open("/proc/self/smaps_rollup" if cross_checks else "/dev/null", os.O_RDONLY))
-        pagemap.populate(self._buffer, self._lengths_buffer)
-
-    def read(self, which: int) -> None:
-        lengths = self._lengths
-        lengths[2 * which] = os.preadv(self._fds[0], self._views[2 * which], 0)
-        lengths[2 * which + 1] = os.preadv(self._fds[1], self._views[2 * which + 1], 0)
-
-    def parse(self, which: int) -> Tuple[int, Optional[int], Optional[int]]:
-        """(minor faults, USS bytes, Private_Dirty bytes) of reading ``which``;
-        None for the last two without cross-checks.
-
-        USS is psutil's: Private_Clean + Private_Dirty + Private_Hugetlb.
-        """
-        stat = bytes(self._views[2 * which][0][:self._lengths[2 * which]])
-        # Fields after the command name, which may contain spaces: minflt is field 10.
-        minflt = int(stat[stat.rindex(b")") + 2:].split()[7])
-        fields = {}
-        rollup = bytes(self._views[2 * which + 1][0][:self._lengths[2 * which + 1]]).decode()
-        for line in rollup.splitlines():
-            name, _, rest = line.partition(":")
-            if name.startswith("Private_"):
-                fields[name] = int(rest.split()[0]) * 1024
-        if not fields:
-            return minflt, None, None
-        uss = fields.get("Private_Clean", 0) + fields.get("Private_Dirty", 0) + fields.get("Private_Hugetlb", 0)
-        return minflt, uss, fields.get("Private_Dirty", 0)
-
-    def finish(self, fresh_new: int, access_ns: int) -> None:
-        self._lengths[4:7] = fresh_new, access_ns, 1
-
-    def outcome(self) -> Tuple[int, float]:
-        """(fresh pages in new mappings, access seconds); the child must have finished."""
-        if self._lengths[6] != 1:
-            raise CowmemError("no measurement to report: ForkMeter.run() has not completed")
-        return int(self._lengths[4]), int(self._lengths[5]) / 1e9
-
-    def close(self) -> None:
-        for fd in self._fds:
-            if fd >= 0:
-                os.close(fd)
-        self._fds = (-1, -1)
-        self._views, self._lengths = [], None
-        pagemap.release(self._buffer, self._lengths_buffer)
-
-
-# The flag bits of a pagemap entry (63 present, 62 swapped, 61 file or
-# shared, 56 exclusive) all live in its top byte.
-_PRESENT, _SWAPPED, _FILE, _EXCLUSIVE = 0x80, 0x40, 0x20, 0x01
-
-
-def _flags(entries: np.ndarray) -> np.ndarray:
-    """The top byte of every entry, as a contiguous uint8 array."""
-    top = 7 if sys.byteorder == "little" else 0
-    return np.ascontiguousarray(entries.view(np.uint8)[top::8])
+_PRESENT, _SWAPPED = _linux.FLAG_PRESENT, _linux.FLAG_SWAPPED
+_FILE, _EXCLUSIVE = _linux.FLAG_FILE_OR_SHARED, _linux.FLAG_EXCLUSIVE
 
 
 class _Diff(NamedTuple):
@@ -389,7 +310,7 @@ def _compare(before: np.ndarray, after: np.ndarray, zero_frame: int) -> _Diff:
     Blind: exclusive already before (the parent, or the fork's own
     bookkeeping, wrote it first): a write by the access cannot be seen.
     """
-    fb, fa = _flags(before), _flags(after)
+    fb, fa = _linux.flags(before), _linux.flags(after)
     kind = _PRESENT | _FILE | _EXCLUSIVE
     mine_after = (fa & kind) == (_PRESENT | _EXCLUSIVE)
     mine = np.flatnonzero(mine_after)
@@ -414,10 +335,10 @@ def _compare(before: np.ndarray, after: np.ndarray, zero_frame: int) -> _Diff:
 
 def _fresh_in_new_mappings(known: list, zero_frame: int) -> int:
     """Present anonymous pages, not the zero page, in private writable memory mapped since the fork."""
-    new = pagemap.subtract_ranges(pagemap.private_writable_ranges(pagemap.read_maps()), known)
+    new = _linux.subtract_ranges(_linux.private_writable_ranges(_linux.read_maps()), known)
     if not new:
         return 0
-    entries = pagemap.read_entries(new)
+    entries = _linux.read_entries(new)
     populated = entries[(entries & (PRESENT | FILE_OR_SHARED)) == PRESENT]
     return int(np.count_nonzero((populated & PFN_MASK) != np.uint64(zero_frame))) if zero_frame \
         else int(populated.size)

@@ -30,7 +30,7 @@ import traceback
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from . import pagemap
+from . import _linux
 from .meter import ForkMeter, Regions
 from .errors import AccessError, ChildExitedError, ChildKilledError, ChildTimeoutError, UnknownNameError
 
@@ -147,7 +147,7 @@ def run_workers(access: Callable[[Any], Any], data: Any, *, workers: int = 4,
     method = resolve_start_method(start_method)
     ctx = multiprocessing.get_context(method)
     if method == "fork":
-        pagemap.check_pagemap()
+        _linux.check_pagemap()
         located = Regions(regions)
     jobs: List[Tuple[int, Any, bool]] = [(i, data, True) for i in range(workers)]
     if method != "fork":

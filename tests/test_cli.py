@@ -12,6 +12,7 @@ import types
 import pytest
 
 from cowmem import PAGE_SIZE, ForkReport, InsufficientMemoryError, cli, seed, workloads
+from cowmem.commands import arguments
 
 MIB = 1 << 20
 
@@ -82,7 +83,7 @@ def test_bad_usage_exits_2_with_one_line(argv, fragments, capsys):
 @pytest.mark.parametrize("text, value", [("1000", 1000), ("1_000_000", 10**6), ("1e6", 10**6),
                                          ("1e40", 10**40), ("2.5e3", 2500)])
 def test_sizes_are_read_exactly(text, value):
-    assert cli._size(text) == value
+    assert arguments.size(text) == value
 
 
 # --- bad input in a real process: one line, exit 2, never a traceback ---
@@ -108,7 +109,7 @@ def test_an_unavailable_start_method_exits_2(monkeypatch, capsys):
     monkeypatch.setattr(multiprocessing, "get_all_start_methods", lambda: ["fork", "spawn"])
     assert cli.main(["seed", "--start-method", "forkserver", "--scale", "0.001"]) == 2
     err = capsys.readouterr().err
-    assert err == ("cowmem: error: start method 'forkserver' is not available on this platform; "
+    assert err == ("cowmem seed: error: start method 'forkserver' is not available on this platform; "
                    "choose from: fork, spawn, default\n")
 
 
@@ -201,7 +202,7 @@ def test_explain_unavailable_is_one_clear_line(monkeypatch, capsys):
 
     monkeypatch.setattr(uffd, "open_write_protect_fd", refuse)
     assert cli.main(["measure", "list_int", "iterate", "--size", "1000", "--explain"]) == 1
-    assert capsys.readouterr().err == "cowmem: error: explain mode is unavailable: userfaultfd refused (simulated)\n"
+    assert capsys.readouterr().err == "cowmem measure: error: explain mode is unavailable: userfaultfd refused (simulated)\n"
 
 
 def test_measure_json_for_real():
@@ -320,13 +321,13 @@ def install_fake(monkeypatch, name: str) -> list:
 
 def test_external_subcommands_are_loaded_only_when_used(monkeypatch):
     calls = install_fake(monkeypatch, "fake_report_module")
-    monkeypatch.setitem(cli.EXTERNAL, "report", ("fake_report_module", "the report"))
+    monkeypatch.setitem(cli.COMMANDS, "report", ("fake_report_module", "the report"))
     assert cli.main(["report", "--flag"]) == 0
     assert calls == [True]
 
 
 def test_a_missing_external_module_exits_2(monkeypatch, capsys):
-    monkeypatch.setitem(cli.EXTERNAL, "publish", ("cowmem_no_such_module", "publish"))
+    monkeypatch.setitem(cli.COMMANDS, "publish", ("cowmem_no_such_module", "publish"))
     with pytest.raises(SystemExit) as exit_:
         cli.main(["publish"])
     assert exit_.value.code == 2
@@ -335,5 +336,5 @@ def test_a_missing_external_module_exits_2(monkeypatch, capsys):
 
 
 def test_other_commands_do_not_import_the_external_modules(monkeypatch, capsys):
-    monkeypatch.setitem(cli.EXTERNAL, "report", ("cowmem_no_such_module", "the report"))
+    monkeypatch.setitem(cli.COMMANDS, "report", ("cowmem_no_such_module", "the report"))
     assert cli.main(["list"]) == 0

@@ -23,7 +23,7 @@ from cowmem.errors import UnsupportedPlatformError
 from cowmem.errors import ExplainError, ExplainUnavailableError
 from cowmem.explain import CAUSES, FaultTracer, ObjectIndex
 from cowmem.objects import object_block
-from cowmem.pagemap import PAGE_SHIFT, page_span, read_maps
+from cowmem._linux import PAGE_SHIFT, page_span, read_maps
 from test_ground_truth import anon_huge_bytes
 
 SMALL_INTS_IMMORTAL = sys.version_info >= (3, 12)

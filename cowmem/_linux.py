@@ -1,25 +1,31 @@
-"""The kernel's page state: ``/proc/self/maps`` and ``/proc/self/pagemap``.
+"""Linux's per-process memory state: the one platform layer of cowmem.
 
-``/proc/self/pagemap`` holds one 64-bit entry per virtual page (see the
-kernel's Documentation/admin-guide/mm/pagemap.rst).  The bits used here:
+Everything cowmem reads from ``/proc`` is read here: ``maps`` (the
+mappings), ``pagemap`` (one 64-bit entry per virtual page), ``stat`` and
+``smaps_rollup`` (the counters), with one encoding of the pagemap bits.
+The bits used (the kernel's Documentation/admin-guide/mm/pagemap.rst):
 
 * 63 present, 62 swapped, 61 file-page or shared-anonymous,
 * 56 exclusively mapped (Linux 4.2+): a present private page without it is
   still shared with another process, copy-on-write,
 * 0-54 the page frame number (PFN), readable with CAP_SYS_ADMIN only (it
   reads as 0 otherwise).
+
+Every flag bit lives in an entry's top byte, so comparisons of many entries
+work on that byte alone (``flags()``, ``FLAG_*``).
 """
 
 from __future__ import annotations
 
 import mmap
 import os
+import sys
 from dataclasses import dataclass
 from typing import Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .errors import UnsupportedPlatformError
+from .errors import CowmemError, UnsupportedPlatformError
 
 PAGE_SIZE: int = mmap.PAGESIZE
 PAGE_SHIFT: int = PAGE_SIZE.bit_length() - 1
@@ -28,11 +34,19 @@ ENTRY_SIZE = 8
 MAPS_PATH = "/proc/self/maps"
 PAGEMAP_PATH = "/proc/self/pagemap"
 
-PRESENT = np.uint64(1 << 63)
-SWAPPED = np.uint64(1 << 62)
-FILE_OR_SHARED = np.uint64(1 << 61)
-EXCLUSIVE = np.uint64(1 << 56)
+PRESENT_BIT, SWAPPED_BIT, FILE_OR_SHARED_BIT, EXCLUSIVE_BIT = 63, 62, 61, 56
+PRESENT = np.uint64(1 << PRESENT_BIT)
+SWAPPED = np.uint64(1 << SWAPPED_BIT)
+FILE_OR_SHARED = np.uint64(1 << FILE_OR_SHARED_BIT)
+EXCLUSIVE = np.uint64(1 << EXCLUSIVE_BIT)
 PFN_MASK = np.uint64((1 << 55) - 1)
+
+# The same bits within the top byte of an entry, as flags() returns it.
+_TOP = 56
+FLAG_PRESENT = 1 << (PRESENT_BIT - _TOP)
+FLAG_SWAPPED = 1 << (SWAPPED_BIT - _TOP)
+FLAG_FILE_OR_SHARED = 1 << (FILE_OR_SHARED_BIT - _TOP)
+FLAG_EXCLUSIVE = 1 << (EXCLUSIVE_BIT - _TOP)
 
 # Linux's values; Python's mmap module lacks the constants (MAP_POPULATE
 # before 3.10, MADV_POPULATE_WRITE in every version so far).
@@ -235,6 +249,12 @@ def read_entries(ranges: Sequence[Range], path: Optional[str] = None) -> np.ndar
         os.close(fd)
 
 
+def flags(entries: np.ndarray) -> np.ndarray:
+    """The top byte of every entry (bits 56-63), as a contiguous uint8 array; test with FLAG_*."""
+    top = 7 if sys.byteorder == "little" else 0
+    return np.ascontiguousarray(entries.view(np.uint8)[top::8])
+
+
 def page_span(ranges: Iterable[Range]) -> np.ndarray:
     """Sorted unique page numbers that the byte ranges ``[start, stop)`` touch."""
     parts = [np.arange(start >> PAGE_SHIFT, ((stop - 1) >> PAGE_SHIFT) + 1, dtype=np.uint64)
@@ -269,3 +289,72 @@ def zero_page_frame() -> int:
         m[0]  # a read fault maps the zero page
         entry = int(read_entries([(addr, addr + PAGE_SIZE)])[0])
     return entry & int(PFN_MASK) if entry & int(PRESENT) else 0
+
+
+class ProcCounters:
+    """Raw copies of ``/proc/self/stat`` and ``smaps_rollup``, before and
+    after, and the child's two numbers (fresh pages in new mappings, access
+    nanoseconds), all in shared memory.
+
+    The child only copies bytes (allocating nothing between the
+    snapshots); whoever builds the report parses them.
+    """
+
+    _SIZE = 1 << 14
+
+    def __init__(self) -> None:
+        self._buffer = shared_buffer(4 * self._SIZE)
+        view = memoryview(self._buffer)
+        self._views = [[view[k * self._SIZE:(k + 1) * self._SIZE]] for k in range(4)]
+        self._lengths_buffer = shared_buffer(mmap.PAGESIZE)
+        # [0:4] lengths of the four copies; [4] fresh pages in new mappings;
+        # [5] access time in ns; [6] 1 once the child finished.
+        self._lengths = np.frombuffer(self._lengths_buffer, np.int64)
+        self._fds: Tuple[int, int] = (-1, -1)
+
+    def attach(self, cross_checks: bool) -> None:
+        self._fds = (os.open("/proc/self/stat", os.O_RDONLY),
+                     os.open("/proc/self/smaps_rollup" if cross_checks else "/dev/null", os.O_RDONLY))
+        populate(self._buffer, self._lengths_buffer)
+
+    def read(self, which: int) -> None:
+        lengths = self._lengths
+        lengths[2 * which] = os.preadv(self._fds[0], self._views[2 * which], 0)
+        lengths[2 * which + 1] = os.preadv(self._fds[1], self._views[2 * which + 1], 0)
+
+    def parse(self, which: int) -> Tuple[int, Optional[int], Optional[int]]:
+        """(minor faults, USS bytes, Private_Dirty bytes) of reading ``which``;
+        None for the last two without cross-checks.
+
+        USS is psutil's: Private_Clean + Private_Dirty + Private_Hugetlb.
+        """
+        stat = bytes(self._views[2 * which][0][:self._lengths[2 * which]])
+        # Fields after the command name, which may contain spaces: minflt is field 10.
+        minflt = int(stat[stat.rindex(b")") + 2:].split()[7])
+        fields = {}
+        rollup = bytes(self._views[2 * which + 1][0][:self._lengths[2 * which + 1]]).decode()
+        for line in rollup.splitlines():
+            name, _, rest = line.partition(":")
+            if name.startswith("Private_"):
+                fields[name] = int(rest.split()[0]) * 1024
+        if not fields:
+            return minflt, None, None
+        uss = fields.get("Private_Clean", 0) + fields.get("Private_Dirty", 0) + fields.get("Private_Hugetlb", 0)
+        return minflt, uss, fields.get("Private_Dirty", 0)
+
+    def finish(self, fresh_new: int, access_ns: int) -> None:
+        self._lengths[4:7] = fresh_new, access_ns, 1
+
+    def outcome(self) -> Tuple[int, float]:
+        """(fresh pages in new mappings, access seconds); the child must have finished."""
+        if self._lengths[6] != 1:
+            raise CowmemError("no measurement to report: ForkMeter.run() has not completed")
+        return int(self._lengths[4]), int(self._lengths[5]) / 1e9
+
+    def close(self) -> None:
+        for fd in self._fds:
+            if fd >= 0:
+                os.close(fd)
+        self._fds = (-1, -1)
+        self._views, self._lengths = [], None
+        release(self._buffer, self._lengths_buffer)

@@ -1,0 +1,54 @@
+"""Argument types the commands share: element counts, factors, worker counts.
+
+Each raises ``argparse.ArgumentTypeError`` with the reason, which argparse
+turns into one line and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import decimal
+import math
+
+
+def size(text: str) -> int:
+    """A count of elements: ``1000000``, ``1_000_000`` or ``1e6``; at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        try:
+            number = decimal.Decimal(text.replace("_", ""))  # exact: 1e40 is 10**40, not a float's guess
+        except decimal.InvalidOperation:
+            number = decimal.Decimal("NaN")
+        if not (number.is_finite() and number == number.to_integral_value()):
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        value = int(number)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def scale(text: str) -> float:
+    """A positive finite factor."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive number, not {text}")
+    return value
+
+
+# More workers than this on a 2-core machine measure the scheduler, not memory.
+MAX_WORKERS = 64
+
+
+def workers(text: str) -> int:
+    """A number of worker processes, 1 to MAX_WORKERS."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 1 <= value <= MAX_WORKERS:
+        raise argparse.ArgumentTypeError(f"must be between 1 and {MAX_WORKERS}, not {value}")
+    return value
