@@ -11,7 +11,9 @@ without the data (``spawn``, ``forkserver``: the data is pickled to it).
 from cowmem import UnknownNameError, seed, workloads
 from cowmem.workers import START_METHODS, resolve_start_method, run_workers
 
-from .common import MIB, Failed, NotApplicable, bench_size, unpack
+from cowmem.asv import Failed, NotApplicable, samples, unpack
+
+from .common import MIB, bench_size
 
 WORKERS = 4
 # "data:access", one per case of the question (cowmem seed runs the same four).
@@ -19,7 +21,7 @@ CASES = {f"{case.data}:{case.access}": case for case in seed.CASES}
 
 
 def measure_workers(size):
-    """(start method, case) -> mean bytes per worker, or why there is none."""
+    """(start method, case) -> bytes each worker cost, or why there are none."""
     outcomes = {}
     for name, case in CASES.items():
         data = None
@@ -38,13 +40,13 @@ def measure_workers(size):
                 who = "the baseline worker" if failed[0].index < 0 else f"worker {failed[0].index}"
                 outcomes[(method, name)] = Failed(f"{who}: {failed[0].error}")
             else:
-                outcomes[(method, name)] = sum(w.cost_bytes for w in report.workers) / WORKERS
+                outcomes[(method, name)] = [w.cost_bytes for w in report.workers]
         del data  # before the next build
     return outcomes
 
 
 class Workers:
-    """What each of four workers costs, by start method and question case."""
+    """What each of four workers costs, by start method and question case: the workers are the samples."""
 
     params = [list(START_METHODS), list(CASES)]
     param_names = ["start_method", "case"]
@@ -58,16 +60,16 @@ class Workers:
 
     def setup(self, cached, start_method, case):
         self.size, outcomes = cached
-        self.cost = unpack(outcomes[(start_method, case)], f"{case} with {start_method}")
+        self.costs = unpack(outcomes[(start_method, case)], f"{case} with {start_method}")
 
     def track_mib_per_worker(self, cached, start_method, case):
-        """Mean MiB per worker: copied by its access (fork) or held beyond a data-less worker (others)."""
-        return self.cost / MIB
+        """MiB per worker (median of the four): copied by its access (fork) or held beyond a data-less worker (others)."""
+        return samples(cost / MIB for cost in self.costs)
 
     track_mib_per_worker.unit = "MiB"
 
     def track_bytes_per_element(self, cached, start_method, case):
         """The same per element of the data: independent of the size, easiest to compare."""
-        return self.cost / self.size
+        return samples(cost / self.size for cost in self.costs)
 
     track_bytes_per_element.unit = "bytes"

@@ -1,19 +1,22 @@
 """What the asv suite's benchmarks share: the size, the units, the measurements.
 
-Every number comes from cowmem (``cowmem.workloads.measure`` or
-``cowmem.measure_fork``); this module only decides what to measure, at which
-size, and hands asv a value it can store.
+Every number comes from cowmem (``cowmem.asv.Copies``, ``cowmem.workloads``
+or ``cowmem.measure_fork``); this module only decides what to measure, at
+which size, and hands asv a value it can store.
 """
 
 from __future__ import annotations
 
 import mmap
 import os
-from typing import Callable, Dict, NamedTuple, Tuple, Union
+import abc
+from typing import Callable, List, Tuple, Union
 
 import numpy as np
 
-from cowmem import PAGE_SIZE, CowmemError, NotApplicableError, Regions, measure_fork, workloads
+from cowmem import PAGE_SIZE, NotApplicableError, measure_fork, workloads
+from cowmem.asv import Copies
+from cowmem.samples import CHILDREN
 
 MIB = 1 << 20
 
@@ -39,71 +42,42 @@ def bench_size() -> int:
     return size
 
 
-# --- data x access x gc variant: every pair measured once per environment ---
+# --- one benchmark class per data kind, on cowmem.asv.Copies ---
 
-class Copies(NamedTuple):
-    """One measured pair: copied bytes inside the data's own memory and in the whole child."""
+class KindCopies(Copies):
+    """Copies of one registry data kind: ``data`` (the kind), ``access`` (those that apply), ``gc``.
 
-    data_bytes: int
-    child_bytes: int
-    size: int
-
-
-# A pair's outcome as stored in asv's setup_cache (pickled to disk, read by
-# every parameter combination's process): the copies, or the reason there are
-# none as the text asv will show.
-class NotApplicable(NamedTuple):
-    reason: str
-
-
-class Failed(NamedTuple):
-    message: str
-
-
-Outcome = Union[Copies, NotApplicable, Failed]
-PairKey = Tuple[str, str, str]
-
-
-def measure_pairs(size: int) -> Dict[PairKey, Outcome]:
-    """Measure every data kind x access x gc variant at ``size`` elements.
-
-    Each data kind is built once and serves all its accesses (the children
-    never change the parent's copy); the plain variant runs before
-    ``gc.freeze()``, which leaves objects in the oldest generation after
-    ``gc.unfreeze()``.  Errors are kept per pair so that one
-    failing pair fails only its own benchmark.
+    A subclass only names its kind.  The parameters are the kind's own, so
+    that asv's graph of each shows a handful of lines, and a pair that does
+    not apply is not a parameter at all.  A kind whose library is missing
+    in an environment is n/a there, with the reason.
     """
-    outcomes: Dict[PairKey, Outcome] = {}
-    for data in workloads.DATA_KINDS:
-        built = located = None
-        for gc_variant in workloads.GC_VARIANTS:
-            for access in workloads.ACCESSES:
-                key = (data, access, gc_variant)
-                try:
-                    workloads.check_pair(data, access)
-                    if built is None:
-                        built = workloads.build(data, size)
-                        located = Regions({"data": built})
-                    # No cross-checks: the suite tracks the pagemap counts only.
-                    report = workloads.measure(data, access, size, prebuilt=built, located=located,
-                                               gc_freeze=gc_variant == "freeze", cross_checks=False)
-                except NotApplicableError as exc:
-                    outcomes[key] = NotApplicable(str(exc))
-                except CowmemError as exc:
-                    outcomes[key] = Failed(f"{type(exc).__name__}: {exc}")
-                else:
-                    outcomes[key] = Copies(report.regions["data"], report.copied_bytes, size)
-        del built, located  # before the next build: two large data kinds may not fit together
-    return outcomes
 
+    param_names = ["data", "access", "gc"]
 
-def unpack(outcome: object, what: str) -> object:
-    """A stored measurement; asv's n/a (NotImplementedError) or a failure (RuntimeError) for the others."""
-    if isinstance(outcome, NotApplicable):
-        raise NotImplementedError(outcome.reason)
-    if isinstance(outcome, Failed):
-        raise RuntimeError(f"measuring {what} failed: {outcome.message}")
-    return outcome
+    @property
+    @abc.abstractmethod
+    def kind(self) -> str:
+        """The registry name of the data kind."""
+
+    def __init_subclass__(cls, **kwargs):
+        cls.params = [[cls.kind], list(workloads.accesses_for(cls.kind)), list(workloads.gc_variants(cls.kind))]
+        super().__init_subclass__(**kwargs)
+
+    def build(self):
+        try:
+            return workloads.build(self.kind, bench_size())
+        except NotApplicableError as exc:   # a library missing here
+            raise NotImplementedError(str(exc)) from None
+
+    def elements(self, data):
+        return bench_size()
+
+    def access(self, data, access, gc):
+        return workloads.ACCESSES[access].run
+
+    def gc_freeze(self, data, access, gc):
+        return gc == "freeze"
 
 
 # --- ground truth: k pages written in a filled buffer ---
@@ -138,9 +112,10 @@ def buffer_range(buffer: Union[bytearray, np.ndarray, mmap.mmap]) -> Tuple[int, 
     return view.ctypes.data, view.ctypes.data + view.size
 
 
-def copied_bytes(region: Tuple[int, int], access: Callable[[], None]) -> int:
-    """Bytes the access copied inside the address range ``region``."""
-    return measure_fork(access, regions={"region": region}, cross_checks=False).regions["region"]
+def copied_bytes(region: Tuple[int, int], access: Callable[[], None]) -> List[int]:
+    """Bytes the access copied inside the address range ``region``, in each of CHILDREN children."""
+    return [measure_fork(access, regions={"region": region}, cross_checks=False).regions["region"]
+            for _ in range(CHILDREN)]
 
 
 # --- transparent huge pages ---
