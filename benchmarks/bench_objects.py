@@ -1,8 +1,8 @@
 """Copies of containers and records: lists, instances, dataclasses, __slots__, JSON, a dataset.
 
 The lists, instances and JSON records are GC-tracked: a collection in the
-child writes their GC headers, so they are also measured after
-``gc.freeze()`` in the parent.  The dataset (file paths and a dict of
+child writes their GC headers (``bench_gc`` measures it after
+``gc.freeze()`` in the parent too).  The dataset (file paths and a dict of
 labels) is read the way a DataLoader's workers read one.
 """
 

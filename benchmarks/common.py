@@ -10,7 +10,7 @@ from __future__ import annotations
 import mmap
 import os
 import abc
-from typing import Callable, List, Tuple, Union
+from typing import Callable, List, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -47,13 +47,17 @@ def bench_size() -> int:
 class KindCopies(Copies):
     """Copies of one registry data kind: ``data`` (the kind), ``access`` (those that apply), ``gc``.
 
-    A subclass only names its kind.  The parameters are the kind's own, so
-    that asv's graph of each shows a handful of lines, and a pair that does
-    not apply is not a parameter at all.  A kind whose library is missing
-    in an environment is n/a there, with the reason.
+    A subclass names its kind; ``accesses`` (default: every one that
+    applies) and ``gc_variants`` (default: plain) may narrow or widen what
+    is measured.  The parameters are the kind's own, so that asv's graph of
+    each shows a handful of lines, and a pair that does not apply is not a
+    parameter at all.  A kind whose library is missing in an environment is
+    n/a there, with the reason.
     """
 
     param_names = ["data", "access", "gc"]
+    accesses: Sequence[str] = ()
+    gc_variants: Sequence[str] = ("plain",)
 
     @property
     @abc.abstractmethod
@@ -61,7 +65,7 @@ class KindCopies(Copies):
         """The registry name of the data kind."""
 
     def __init_subclass__(cls, **kwargs):
-        cls.params = [[cls.kind], list(workloads.accesses_for(cls.kind)), list(workloads.gc_variants(cls.kind))]
+        cls.params = [[cls.kind], list(cls.accesses or workloads.accesses_for(cls.kind)), list(cls.gc_variants)]
         super().__init_subclass__(**kwargs)
 
     def build(self):

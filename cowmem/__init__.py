@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Dict, List
 
 from .errors import (AccessError, ChildExitedError, ChildKilledError, ChildTimeoutError,
                      CowmemError, ExplainError, ExplainUnavailableError, InsufficientMemoryError,
-                     NotApplicableError, UnknownNameError, UnsupportedPlatformError)
+                     MissingLibraryError, NotApplicableError, UnknownNameError, UnsupportedPlatformError)
 
 __version__ = "0.2.0"
 
@@ -41,7 +41,7 @@ __all__ = [
     "measure_fork", "ForkReport", "ForkMeter", "Regions", "memory_ranges", "PAGE_SIZE",
     "CowmemError", "UnsupportedPlatformError", "AccessError", "ChildKilledError",
     "ChildExitedError", "ChildTimeoutError", "UnknownNameError", "NotApplicableError",
-    "InsufficientMemoryError", "ForkSafetyWarning", "ExplainError", "ExplainUnavailableError",
+    "InsufficientMemoryError", "MissingLibraryError", "ForkSafetyWarning", "ExplainError", "ExplainUnavailableError",
     "Explanation", "CAUSES",
 ]
 

@@ -31,7 +31,7 @@ from .kinds import DATA_KINDS, Item, PathDataset, Record, SlotRecord
 from .registry import TRACKED, TRAIT_MEANING, Access, DataKind
 
 __all__ = ["DATA_KINDS", "ACCESSES", "GC_VARIANTS", "SAMPLE_SEED", "DataKind", "Access", "Item", "Record",
-           "SlotRecord", "PathDataset", "applies", "check_pair", "accesses_for", "gc_variants",
+           "SlotRecord", "PathDataset", "applies", "check_pair", "accesses_for", "tracked_kinds",
            "estimate_bytes", "build", "measure", "explain_in_data"]
 
 GC_VARIANTS = ("plain", "freeze")
@@ -73,14 +73,14 @@ def accesses_for(data: str) -> Tuple[str, ...]:
     return tuple(access for access in ACCESSES if applies(data, access))
 
 
-def gc_variants(data: str) -> Tuple[str, ...]:
-    """The gc variants worth measuring for ``data``: both where its elements are GC-tracked, else plain.
+def tracked_kinds() -> Tuple[str, ...]:
+    """The data kinds whose elements the garbage collector tracks: where ``gc.freeze()`` can matter.
 
     gc.freeze() only keeps the collector from the objects it tracks; for
     data of untracked elements (ints, str, buffers) it changes at most the
     page of the container's own header.
     """
-    return GC_VARIANTS if TRACKED in _lookup(DATA_KINDS, "data kind", data).traits else GC_VARIANTS[:1]
+    return tuple(name for name, kind in DATA_KINDS.items() if TRACKED in kind.traits)
 
 
 def _size(n: int) -> int:

@@ -65,7 +65,7 @@ ACCESSES: Mapping[str, Access] = by_name(
            _write, frozenset({WRITABLE})),
     Access("sample", "data[i] for len(data) // 10 random i (fixed seed, drawn with replacement)",
            _sample, frozenset({POSITIONS})),
-    Access("copy", "copy.copy(data): a shallow copy (a deep one for a DataFrame)", copy.copy),
+    Access("copy", "copy.copy(data): a shallow copy (a deep one for a DataFrame before pandas 3)", copy.copy),
     Access("pickle", "pickle data as multiprocessing does to send a result (ForkingPickler.dumps)",
            ForkingPickler.dumps),
     Access("random_index", "data[i] for every i in a shuffled order: one epoch of a DataLoader",
