@@ -21,14 +21,14 @@ from cowmem.samples import CHILDREN
 MIB = 1 << 20
 
 SIZE_VARIABLE = "COWMEM_BENCH_SIZE"
-# 10**5 elements keep one environment's run under a minute on a 2-core
-# machine, and eleven environments under ten minutes; the copied bytes per
+# 5 * 10**4 elements keep one environment's run under a minute on a 2-core
+# machine, each combination measured in three children; the copied bytes per
 # element do not depend on the size (the question used 10**8).
-DEFAULT_SIZE = 10**5
+DEFAULT_SIZE = 5 * 10**4
 
 
 def bench_size() -> int:
-    """Elements per data kind: ``$COWMEM_BENCH_SIZE`` (e.g. ``100_000_000``), else 10**5."""
+    """Elements per data kind: ``$COWMEM_BENCH_SIZE`` (e.g. ``100_000_000``), else 5 * 10**4."""
     text = os.environ.get(SIZE_VARIABLE, "").strip()
     if not text:
         return DEFAULT_SIZE
@@ -48,11 +48,13 @@ class KindCopies(Copies):
     """Copies of one registry data kind: ``data`` (the kind), ``access`` (those that apply), ``gc``.
 
     A subclass names its kind; ``accesses`` (default: every one that
-    applies) and ``gc_variants`` (default: plain) may narrow or widen what
-    is measured.  The parameters are the kind's own, so that asv's graph of
-    each shows a handful of lines, and a pair that does not apply is not a
-    parameter at all.  A kind whose library is missing in an environment is
-    n/a there, with the reason.
+    applies but ``none``) and ``gc_variants`` (default: plain) may narrow or
+    widen what is measured.  The parameters are the kind's own, so that
+    asv's graph of each shows a handful of lines, and a pair that does not
+    apply is not a parameter at all.  ``none`` is left out: it is not handed
+    the data, so it copies none of any kind's (the ground truth's zero-page
+    case measures the measuring itself).  A kind whose library is missing
+    in an environment is n/a there, with the reason.
     """
 
     param_names = ["data", "access", "gc"]
@@ -65,7 +67,8 @@ class KindCopies(Copies):
         """The registry name of the data kind."""
 
     def __init_subclass__(cls, **kwargs):
-        cls.params = [[cls.kind], list(cls.accesses or workloads.accesses_for(cls.kind)), list(cls.gc_variants)]
+        accesses = cls.accesses or [a for a in workloads.accesses_for(cls.kind) if a != "none"]
+        cls.params = [[cls.kind], list(accesses), list(cls.gc_variants)]
         super().__init_subclass__(**kwargs)
 
     def build(self):

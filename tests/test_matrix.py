@@ -24,10 +24,10 @@ ROOT = Path(__file__).resolve().parents[1]
 # What asv.conf.json keeps, by exact interpreter version (README, "Across Python, numpy and pandas versions").
 LIBS_2 = "pandas2.2.3-psutil7.2.2"
 EXPECTED = {
-    "3.9.18": [f"numpy1.26.4-{LIBS_2}-pyarrow21.0.0", f"numpy2.0.2-{LIBS_2}-pyarrow21.0.0"],
+    "3.9.18": ["numpy1.26.4-psutil7.2.2", f"numpy2.0.2-{LIBS_2}-pyarrow21.0.0"],
     "3.10.13": [f"numpy2.2.6-{LIBS_2}-pyarrow21.0.0"],
     "3.11.7": ["numpy2.4.6-pandas3.1.1-psutil7.2.2-pyarrow26.0.1"],
-    "3.12.1": [f"numpy1.26.4-{LIBS_2}-pyarrow26.0.1", f"numpy2.2.6-{LIBS_2}-pyarrow26.0.1",
+    "3.12.1": ["numpy1.26.4-psutil7.2.2", "numpy2.2.6-psutil7.2.2",
                f"numpy2.4.6-{LIBS_2}-pyarrow26.0.1", "numpy2.4.6-pandas3.1.1-psutil7.2.2-pyarrow26.0.1"],
     "3.13.0": [f"numpy2.4.6-{LIBS_2}-pyarrow26.0.1", "numpy2.4.6-pandas3.1.1-psutil7.2.2-pyarrow26.0.1"],
     "3.14.1": ["numpy2.4.6-pandas3.1.1-psutil7.2.2-pyarrow26.0.1"],

@@ -37,9 +37,6 @@ __all__ = ["DATA_KINDS", "ACCESSES", "GC_VARIANTS", "SAMPLE_SEED", "DataKind", "
 GC_VARIANTS = ("plain", "freeze")
 """Parent-side garbage-collector variants: as is, or ``gc.freeze()`` before the fork."""
 
-# Allocator granularity (a new arena, pool or mapping) on top: matters only for small n.
-_FIXED_BYTES = 2**20
-
 _T = TypeVar("_T", DataKind, Access)
 
 
@@ -103,7 +100,7 @@ def estimate_bytes(data: str, n: int) -> int:
 
 
 def _estimate(kind: DataKind, size: int) -> int:
-    return _FIXED_BYTES + math.ceil(kind.bytes_per_element * size)
+    return kind.fixed_bytes + math.ceil(kind.bytes_per_element * size)
 
 
 def _mib(nbytes: int) -> str:

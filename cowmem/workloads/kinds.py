@@ -111,12 +111,15 @@ def _path_dataset(n: int) -> PathDataset:
 
 
 # bytes_per_element: the peak RSS growth per element while building, measured
-# in fresh processes on CPython 3.9 to 3.13 (Linux x86_64, numpy 2) at n from
-# 1e5 to 3e6, hash tables included at their worst n (just after a resize,
-# old and new table both alive), then rounded up by 5 to 10 %.
+# in fresh processes on CPython 3.9 to 3.13 (Linux x86_64, numpy 2; pandas
+# 2.2.3 and 3.1.1, pyarrow 21 and 26) at n from 1e5 to 3e6, hash tables
+# included at their worst n (just after a resize, old and new table both
+# alive), then rounded up by 5 to 10 %.  Arrow's memory pool adds about 6 MB
+# whatever n: the kinds that use it carry it as fixed_bytes.
 # Plain instances shrank in 3.11 (no per-instance dict) and again in 3.12.
 _INSTANCE_BYTES = 220 if sys.version_info < (3, 11) else 150 if sys.version_info < (3, 12) else 135
-_RECORD_BYTES = 300 if sys.version_info < (3, 11) else 230 if sys.version_info < (3, 12) else 215
+_RECORD_BYTES = 295 if sys.version_info < (3, 11) else 225
+_ARROW_POOL = 8 * 2**20
 
 _NUMBERS = frozenset({NUMBERS, POSITIONS, WRITABLE, ITERABLE})
 _NUMBER_LIST = _NUMBERS | {JSON}
@@ -167,25 +170,25 @@ DATA_KINDS: Mapping[str, DataKind] = by_name(
              _shared_ones, 8.5, _NUMBERS),
     # The data people share: tables, strings, records, documents, datasets.
     DataKind("frame_object_str", "pandas DataFrame: int64 'id', 'name' an object column of n str",
-             tables.frame_object_str, 110, _FRAME, (tables.PANDAS,)),
+             tables.frame_object_str, 105, _FRAME, (tables.PANDAS,)),
     DataKind("frame_arrow_str", "the same frame, 'name' as pandas 3's default str dtype (pyarrow)",
-             tables.frame_arrow_str, 110, _FRAME, _FRAME_NEEDS),
+             tables.frame_arrow_str, 145, _FRAME, _FRAME_NEEDS, _ARROW_POOL),
     DataKind("frame_default_str", "the same frame from a list of str with pandas' default dtypes",
-             tables.frame_default_str, 110, _FRAME, _FRAME_NEEDS),
+             tables.frame_default_str, 155, _FRAME, _FRAME_NEEDS, _ARROW_POOL),
     DataKind("arrow_table", "pyarrow Table: int64 'id' and 'name' strings in Arrow buffers",
-             tables.arrow_table, 110, frozenset({TABLE, STRINGS}), (tables.PYARROW,)),
+             tables.arrow_table, 135, frozenset({TABLE, STRINGS}), (tables.PYARROW,), _ARROW_POOL),
     DataKind("ndarray_stringdtype", "the n strings as a numpy StringDType array (numpy 2)",
-             tables.ndarray_stringdtype, 110, _LIST | {STRINGS}, (tables.NUMPY_STRINGDTYPE,)),
+             tables.ndarray_stringdtype, 100, _LIST | {STRINGS}, (tables.NUMPY_STRINGDTYPE,)),
     DataKind("dict_str", "{key: value}: n distinct 10-character str keys and str values",
              _dict_str, 250, frozenset({ITERABLE, JSON})),
     DataKind("json_document", "json.loads of n records {id, name, tags: [tag]}: dicts, lists, str",
-             _json_document, 600, _LIST | {JSON, TRACKED}),
+             _json_document, 620, _LIST | {JSON, TRACKED}),
     DataKind("list_of_dataclasses", "[Record(id=i, name=s) ...]: n dataclass instances",
              lambda n: [Record(i, s) for i, s in enumerate(numbered_strings(n))], _RECORD_BYTES,
              _LIST | {TRACKED}),
     DataKind("list_of_slots", "[SlotRecord(i, s) ...]: the same rows as __slots__ instances",
-             lambda n: [SlotRecord(i, s) for i, s in enumerate(numbered_strings(n))], 200,
+             lambda n: [SlotRecord(i, s) for i, s in enumerate(numbered_strings(n))], 175,
              _LIST | {TRACKED}),
     DataKind("path_dataset", "a DataLoader-style dataset: n file-path str and a dict path -> label",
-             _path_dataset, 250, frozenset({POSITIONS, ITERABLE})),
+             _path_dataset, 210, frozenset({POSITIONS, ITERABLE})),
 )

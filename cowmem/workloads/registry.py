@@ -51,6 +51,9 @@ class DataKind:
     traits: FrozenSet[str] = frozenset()
     requires: Tuple[Tuple[str, str], ...] = ()
     """(distribution, minimum version) pairs the build needs, e.g. ``("pandas", "2.1")``."""
+    fixed_bytes: int = 2**20
+    """Peak memory on top of the per-element figure: allocator granularity (a new arena, pool or
+    mapping; Arrow's memory pool grows by megabytes).  Matters only for small n."""
 
     def missing(self) -> Optional[str]:
         """Why this kind cannot be built here (a library missing or too old), or None.
