@@ -36,7 +36,8 @@ Counted, per type:
 Knowingly not counted: what is shared with the rest of the program (types,
 modules, functions, code objects, descriptors, numpy dtypes, the
 singletons None/True/False/Ellipsis/NotImplemented, small ints -5..256,
-empty and one-character latin-1 str/bytes singletons, the empty tuple, the
+empty and one-character latin-1 str/bytes singletons, interned strings
+(identifiers and literals the code holds), the empty tuple, the
 static empty dict keys; 3.12+ immortal objects; split dicts' shared keys);
 malloc headers and allocator slack; a numpy view's base beyond the view's
 extent; StringDType's arena (heap strings); pyarrow's C++ metadata and the
@@ -159,6 +160,11 @@ def _immortal(obj: Any) -> bool:
     return _VERSION >= (3, 12) and ctypes.c_int32.from_address(id(obj)).value < 0
 
 
+def _interned(s: str) -> bool:
+    """PyASCIIObject.state.interned (the low 2 bits after length and hash) is set."""
+    return ctypes.c_uint32.from_address(id(s) + 32).value & 3 != 0
+
+
 def _usable(size: int) -> int:
     """Entries of a dict keys table with ``size`` index slots (USABLE_FRACTION)."""
     return (size << 1) // 3
@@ -172,7 +178,8 @@ def _shared(obj: Any) -> bool:
     if t is int:
         return -5 <= obj <= 256
     if t is str:
-        return len(obj) == 0 or (len(obj) == 1 and ord(obj) < 256 and obj is chr(ord(obj)))
+        return len(obj) == 0 or _interned(obj) or (len(obj) == 1 and ord(obj) < 256
+                                                     and obj is chr(ord(obj)))
     if t is bytes:
         return len(obj) == 0 or (len(obj) == 1 and obj is _ALL_BYTES[obj[0]:obj[0] + 1])
     if t is tuple:
@@ -472,8 +479,8 @@ class _Arrow(_Handler):
                 arrays.append(array.dictionary)
 
 
-_HANDLERS = (_Leaf(), _List(), _Tuple(), _Dict(), _Set(), _Deque(), _ByteArray(), _Decimal(),
-             _DateTime(), _NumpyArray(), _Arrow())
+_HANDLERS = (_DateTime(), _Leaf(), _List(), _Tuple(), _Dict(), _Set(), _Deque(), _ByteArray(),
+             _Decimal(), _NumpyArray(), _Arrow())
 
 
 # -- instances of Python classes ---------------------------------------------

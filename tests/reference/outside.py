@@ -247,9 +247,9 @@ def _observe(pid: int, plan: _Plan, maps_at_fork: bytes, during, read_fd: int, s
              deadline: float) -> OutsideResult:
     """The parent's reads around the child's access; the child is reaped on success."""
     view = plan.maps_view
+    _wait_stopped(pid, read_fd, deadline, "before its baseline")
     child_fd = os.open(f"/proc/{pid}/pagemap", os.O_RDONLY)
     try:
-        _wait_stopped(pid, read_fd, deadline, "before its baseline")
         plan.read(child_fd, "child_baseline")
         plan.read(self_fd, "parent_baseline")
         extra_baseline: Dict[Range, np.ndarray] = {}
