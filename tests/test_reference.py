@@ -41,6 +41,10 @@ def no_children_left():
     return psutil.Process().children() == []
 
 
+def open_fds():
+    return sorted(os.listdir("/proc/self/fd"))
+
+
 # -- outside.watch: ground truth ---------------------------------------------
 
 def filled_bytearray(size):
@@ -55,10 +59,8 @@ def filled_private_mmap(size):
 
 def filled_huge_page_array(size):
     array = np.ones(size, np.uint8)  # numpy asks for huge pages from 4 MiB on
-    frames = outside.watch(lambda: None)
     first = array.ctypes.data // PAGE
-    pfns = [frames.frames(p)["parent_baseline"] for p in range(first, first + size // PAGE, 64)]
-    flags = outside.kpageflags(p for p in pfns if p)
+    flags = outside.kpageflags(outside.self_frames(range(first, first + size // PAGE, 64)).values())
     if not any(f >> outside.KPF_THP & 1 for f in flags.values()):
         pytest.skip("the kernel gave this array no transparent huge page")
     return array
@@ -121,7 +123,7 @@ def test_a_zero_page_read_then_written_is_fresh_not_copied():
     start = address_of(m)
     assert m[PAGE] == 0  # a read maps the shared zero page
     page = start // PAGE + 1
-    zero = outside.watch(lambda: None).frames(page)["parent_baseline"]
+    zero = outside.self_frames([page])[page]
     assert outside.kpageflags([zero])[zero] >> outside.KPF_ZERO_PAGE & 1
 
     def access():
@@ -153,6 +155,28 @@ def test_prepare_is_set_up_and_collect_comes_back():
     assert result.collected == b"\x06"
 
 
+@needs_root
+def test_mappings_only_the_child_has_are_fresh():
+    held = {}
+
+    def prepare():  # mapped before the baseline, not yet touched
+        held["early"] = mmap.mmap(-1, 64 * PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+
+    def access():
+        held["late"] = mmap.mmap(-1, 64 * PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        for i in range(0, 64, 2):
+            held["early"][i * PAGE] = 1
+            held["late"][i * PAGE + 1] = 1
+
+    result = outside.watch(access, prepare=prepare,
+                           collect=lambda: {name: address_of(m) for name, m in held.items()})
+    for start in result.collected.values():
+        expected = {start // PAGE + i for i in range(0, 64, 2)}
+        assert result.fresh_pages & page_range(start, 64 * PAGE) == expected
+        assert expected <= result.child_exclusive_pages
+        assert not result.copied_pages & page_range(start, 64 * PAGE)
+
+
 # -- outside.watch: every way a child can end --------------------------------
 
 def fail():
@@ -164,9 +188,11 @@ def fail():
 def test_a_child_that_raises_is_reported_and_reaped(where):
     calls = {"prepare": None, "access": lambda: None, "collect": None}
     calls[where] = fail
+    fds = open_fds()
     with pytest.raises(outside.ChildFailedError, match=f"(?s){where} raised.*the access failed"):
         outside.watch(calls["access"], prepare=calls["prepare"], collect=calls["collect"])
     assert no_children_left()
+    assert open_fds() == fds
 
 
 @needs_root
@@ -188,12 +214,14 @@ def test_a_child_that_exits_is_reported_and_reaped():
 def test_a_hanging_child_is_killed_and_reaped(where):
     import time
     hang = lambda: time.sleep(60)  # noqa: E731
+    fds = open_fds()
     with pytest.raises(outside.ChildTimeoutError):
         if where == "prepare":
             outside.watch(lambda: None, prepare=hang, timeout=0.5)
         else:
             outside.watch(hang, timeout=0.5)
     assert no_children_left()
+    assert open_fds() == fds
 
 
 @needs_root
@@ -204,6 +232,34 @@ def test_an_interrupted_parent_reaps_the_child():
     with pytest.raises(KeyboardInterrupt):
         outside.watch(lambda: None, during=interrupt)
     assert no_children_left()
+
+
+@needs_root
+def test_ctrl_c_at_any_moment_leaves_no_child():
+    """SIGINT at 60 moments spread over watch's life: never a child left behind."""
+    import random
+    import time
+
+    def interrupt(signum, frame):
+        os.kill(os.getpid(), signal.SIGINT)
+
+    rng = random.Random(9)
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    interrupted = 0
+    try:
+        for _ in range(60):
+            signal.setitimer(signal.ITIMER_REAL, rng.uniform(0.0001, 0.03))
+            try:
+                outside.watch(lambda: time.sleep(0.005))
+                time.sleep(0.03)  # an interrupt due after the watch lands here
+            except KeyboardInterrupt:
+                interrupted += 1
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            assert no_children_left()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert interrupted == 60
 
 
 def test_a_bad_timeout_is_refused():

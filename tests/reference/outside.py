@@ -144,13 +144,24 @@ def watch(access: Callable[[], Any], *, prepare: Optional[Callable[[], Any]] = N
 
 def check_frames_readable() -> None:
     """Raise NotRootError unless /proc/self/pagemap shows frame numbers."""
+    if os.sysconf("SC_PAGE_SIZE") != PAGE_SIZE:
+        raise OutsideError(f"pages of {os.sysconf('SC_PAGE_SIZE')} bytes: the reference "
+                           f"assumes {PAGE_SIZE}")
     probe = bytearray(b"x" * PAGE_SIZE)
-    address = np.frombuffer(probe, np.uint8).ctypes.data
-    with open("/proc/self/pagemap", "rb", buffering=0) as f:
-        entry = int.from_bytes(os.pread(f.fileno(), 8, (address >> PAGE_SHIFT) * 8), "little")
-    if entry & _PRESENT and not entry & _PFN_MASK:
+    page = np.frombuffer(probe, np.uint8).ctypes.data >> PAGE_SHIFT
+    if self_frames([page])[page] == 0:
         raise NotRootError("frame numbers in /proc/self/pagemap read as 0: the outside "
                            "reference needs CAP_SYS_ADMIN (run the tests as root)")
+
+
+def self_frames(pages) -> Dict[int, Optional[int]]:
+    """The frame number of each page of the calling process, None when not present."""
+    out = {}
+    with open("/proc/self/pagemap", "rb", buffering=0) as f:
+        for page in pages:
+            entry = int.from_bytes(os.pread(f.fileno(), 8, int(page) * 8), "little")
+            out[int(page)] = entry & _PFN_MASK if entry & _PRESENT else None
+    return out
 
 
 def kpageflags(pfns) -> Dict[int, int]:
@@ -183,7 +194,7 @@ class _Plan:
         self.buffer = mmap.mmap(-1, per_moment * len(self.MOMENTS))
         self.maps_buffer = mmap.mmap(-1, _MAPS_BUFFER_BYTES)
         self.maps_view = memoryview(self.maps_buffer)
-        view = memoryview(self.buffer)
+        self.view = view = memoryview(self.buffer)
         self.reads: Dict[str, List[Tuple[int, List[memoryview], int]]] = {}
         for m, moment in enumerate(self.MOMENTS):
             at, plan = m * per_moment, []
@@ -205,19 +216,25 @@ class _Plan:
         return np.frombuffer(self.buffer, np.uint64, self.pages, m * self.pages * 8).copy()
 
     def close(self) -> None:
+        # Released one by one: an interrupted read's frame may still hold a view.
+        for plan in self.reads.values():
+            for _, buffers, _ in plan:
+                buffers[0].release()
         self.reads.clear()
+        self.view.release()
         self.maps_view.release()
         self.buffer.close()
         self.maps_buffer.close()
 
 
 def _watch(access, prepare, collect, during, timeout, gc_was_enabled) -> OutsideResult:
-    read_fd, write_fd = os.pipe()
-    self_fd = os.open("/proc/self/pagemap", os.O_RDONLY)
-    fds = [read_fd, write_fd, self_fd]
+    fds: List[int] = []
     plan = None
     pid = 0
     try:
+        fds.extend(os.pipe())
+        fds.append(os.open("/proc/self/pagemap", os.O_RDONLY))
+        read_fd, write_fd, self_fd = fds
         # Last before the fork: its maps text is the one the child inherits.
         plan, maps_at_fork = _stable_plan()
         old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
@@ -225,13 +242,16 @@ def _watch(access, prepare, collect, during, timeout, gc_was_enabled) -> Outside
             plan.read(self_fd, "parent_at_fork")
             pid = os.fork()
             if pid == 0:
-                signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
-                _child(access, prepare, collect, write_fd, gc_was_enabled)
+                try:  # the child never returns into the caller's code
+                    signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+                    _child(access, prepare, collect, write_fd, gc_was_enabled)
+                finally:
+                    os._exit(4)
         finally:
             # A Ctrl-C held back since before the fork lands here, with pid set.
             signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+        fds.remove(write_fd)  # first: an interrupt in between leaks it, never closes it twice
         os.close(write_fd)
-        fds.remove(write_fd)
         return _observe(pid, plan, maps_at_fork, during, read_fd, self_fd,
                         time.monotonic() + timeout)
     finally:
@@ -411,15 +431,26 @@ def _outcome(payload: bytes, status: int) -> Any:
 
 
 def _kill_and_reap(pid: int) -> None:
-    """SIGKILL the child unless it was reaped already, and reap it."""
-    try:
-        got, _ = os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        return  # reaped
-    if got == pid:
-        return
-    os.kill(pid, signal.SIGKILL)
-    os.waitpid(pid, 0)
+    """SIGKILL the child unless it was reaped already, and reap it.
+
+    A Ctrl-C (or a signal handler's SystemExit) arriving meanwhile is held
+    until the child is reaped, then raised.
+    """
+    interrupted = None
+    while True:
+        try:
+            try:
+                got, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                break  # reaped already
+            if got != pid:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+            break
+        except (KeyboardInterrupt, SystemExit) as exc:
+            interrupted = exc
+    if interrupted is not None:
+        raise interrupted
 
 
 def _result(plan: _Plan, extra_baseline: Dict[Range, np.ndarray],
