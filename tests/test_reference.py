@@ -95,6 +95,7 @@ def test_k_pages_written_are_k_copied_pages(kind, k, stride):
     assert len(expected) == k
     assert result.copied_pages & page_range(start, size) == expected
     assert not result.fresh_pages & page_range(start, size)
+    assert not result.parent_written_pages & page_range(start, size)
     assert no_children_left()
 
 
@@ -262,6 +263,22 @@ def test_ctrl_c_at_any_moment_leaves_no_child():
     assert interrupted == 60
 
 
+@needs_root
+def test_without_cap_sys_admin_the_error_says_so():
+    import shutil
+    import subprocess
+    if shutil.which("setpriv") is None:
+        pytest.skip("setpriv (util-linux) is not installed: cannot drop CAP_SYS_ADMIN")
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from reference import outside; "
+            "outside.watch(lambda: None)")
+    run = subprocess.run(["setpriv", "--inh-caps=-sys_admin", "--bounding-set=-sys_admin",
+                          sys.executable, "-c", code, os.path.dirname(__file__)],
+                         capture_output=True, text=True)
+    assert run.returncode == 1
+    assert "NotRootError: frame numbers in /proc/self/pagemap read as 0" in run.stderr
+    assert "needs CAP_SYS_ADMIN" in run.stderr
+
+
 def test_a_bad_timeout_is_refused():
     with pytest.raises(ValueError, match="timeout"):
         outside.watch(lambda: None, timeout=0)
@@ -406,6 +423,38 @@ def test_an_instance_is_its_block_and_attribute_values(make):
         stored = {w for b in own for w in words(b.start, (b.stop - b.start) // 8)}
         assert {id(v) for v in values} <= stored
         assert page_range(id(o) - 16, 16) <= got  # the GC header before id()
+
+
+class Wide:
+    pass
+
+
+def instance_shapes():
+    """Instances whose attributes CPython stores differently, and their attribute names."""
+    fresh = Plain(1)
+    read = Plain(2)
+    read.__dict__  # materialises a dict on 3.11+
+    deleted = Plain(3)
+    deleted.extra = "extra " * 3
+    del deleted.number
+    wide = Wide()
+    for i in range(40):  # more than a shared keys object holds
+        setattr(wide, f"attribute_{i}", f"value {i}")
+    return {"fresh": (fresh, ["number", "name"]), "dict read": (read, ["number", "name"]),
+            "deleted": (deleted, ["name", "extra"]),
+            "wide": (wide, [f"attribute_{i}" for i in range(40)])}
+
+
+@pytest.mark.parametrize("shape", list(instance_shapes()))
+def test_every_way_cpython_stores_attributes(shape):
+    o, names = instance_shapes()[shape]
+    values = [getattr(o, name) for name in names]  # getattr makes no __dict__
+    got = pages_of(o)
+    stored = {w for b in elements.locate(o, depth=1).blocks
+              for w in words(b.start, (b.stop - b.start) // 8)}
+    for v in values:
+        assert object_pages(v) <= got
+        assert id(v) in stored
 
 
 def test_reading_an_instance_creates_no_dict():

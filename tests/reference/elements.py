@@ -58,6 +58,7 @@ import decimal
 import functools
 import gc
 import sys
+import sysconfig
 import types
 from dataclasses import dataclass, field
 from typing import Any, Counter, Iterable, List, Optional, Set, Tuple
@@ -127,7 +128,23 @@ def pages_of(obj: Any, *, depth: Optional[int] = None) -> Set[int]:
 
 def locate(obj: Any, *, depth: Optional[int] = None) -> Located:
     """The blocks of ``obj``'s memory and of everything it holds (see :func:`pages_of`)."""
+    check_interpreter()
     return _Walk(depth).run(obj)
+
+
+class UnknownLayoutError(RuntimeError):
+    """This interpreter's object layouts are not described here."""
+
+
+def check_interpreter() -> None:
+    """Raise UnknownLayoutError unless this is a 64-bit GIL build of CPython 3.9-3.13."""
+    gil_disabled = sysconfig.get_config_var("Py_GIL_DISABLED")
+    if (sys.implementation.name != "cpython" or not (3, 9) <= _VERSION <= (3, 13)
+            or gil_disabled or ctypes.sizeof(ctypes.c_void_p) != _WORD):
+        build = " free-threaded" if gil_disabled else ""
+        raise UnknownLayoutError(
+            f"the reference knows the object layouts of 64-bit CPython 3.9-3.13 (GIL builds), "
+            f"not {sys.implementation.name} {sys.version.split()[0]}{build}")
 
 
 # -- raw reads ---------------------------------------------------------------
@@ -222,16 +239,13 @@ class _Walk:
         t = type(o)
         self.add(id(o) - _preheader(t), _preheader(t) + _own_size(o), t.__name__)
         inner = level + 1
-        known = False
-        for handler in _HANDLERS:
-            if handler.applies(o):
-                handler.read(self, o, inner)
-                known = True
-                break
+        handler = next((h for h in _HANDLERS if h.applies(o)), None)
+        if handler is not None:
+            handler.read(self, o, inner)
         if t.__flags__ & _HEAPTYPE:
             _instance_attributes(self, o, inner)
         base = _c_base(t)
-        if not known and base is not None:
+        if base is not None and (handler is None or not handler.knows(base)):
             # A C class with no layout known here: its block is counted, what it
             # references is followed, its private storage is not known.
             self.found.partial[f"{base.__module__}.{base.__qualname__}"] += 1
@@ -287,8 +301,18 @@ class _Handler:
     def applies(self, o: Any) -> bool:
         return isinstance(o, self.types)
 
+    def knows(self, base: type) -> bool:
+        """Whether this handler reads all of the storage of a C class ``base``."""
+        return True
 
-class _List(_Handler):
+
+class _Container(_Handler):
+    def knows(self, base: type) -> bool:
+        # A C subclass (OrderedDict of dict) may have storage of its own.
+        return base in self.types or base in _KNOWN_C_SUBCLASSES
+
+
+class _List(_Container):
     types = (list,)
 
     def read(self, walk: _Walk, o: list, level: int) -> None:
@@ -297,14 +321,14 @@ class _List(_Handler):
         walk.push_all(list.__iter__(o), level)
 
 
-class _Tuple(_Handler):
+class _Tuple(_Container):
     types = (tuple,)
 
     def read(self, walk: _Walk, o: tuple, level: int) -> None:
         walk.push_all(tuple.__iter__(o), level)
 
 
-class _Dict(_Handler):
+class _Dict(_Container):
     types = (dict,)
 
     def read(self, walk: _Walk, o: dict, level: int) -> None:
@@ -352,7 +376,7 @@ def _shared_keys_usable(keys: int) -> int:
 _EMPTY_KEYS = _word(id({}) + 32)
 
 
-class _Set(_Handler):
+class _Set(_Container):
     types = (set, frozenset)
 
     def read(self, walk: _Walk, o: Any, level: int) -> None:
@@ -363,7 +387,7 @@ class _Set(_Handler):
         walk.push_all(set.__iter__(o) if isinstance(o, set) else frozenset.__iter__(o), level)
 
 
-class _Deque(_Handler):
+class _Deque(_Container):
     types = (collections.deque,)
 
     def read(self, walk: _Walk, o: collections.deque, level: int) -> None:
@@ -383,7 +407,7 @@ class _Deque(_Handler):
         walk.push_all(collections.deque.__iter__(o), level)
 
 
-class _ByteArray(_Handler):
+class _ByteArray(_Container):
     types = (bytearray,)
 
     def read(self, walk: _Walk, o: bytearray, level: int) -> None:
@@ -478,6 +502,10 @@ class _Arrow(_Handler):
             if isinstance(array, pa.DictionaryArray):
                 arrays.append(array.dictionary)
 
+
+# C subclasses of containers with no storage beyond their base's (the
+# default_factory is a function or a type: shared).
+_KNOWN_C_SUBCLASSES = (collections.defaultdict,)
 
 _HANDLERS = (_DateTime(), _Leaf(), _List(), _Tuple(), _Dict(), _Set(), _Deque(), _ByteArray(),
              _Decimal(), _NumpyArray(), _Arrow())

@@ -149,7 +149,12 @@ def check_frames_readable() -> None:
                            f"assumes {PAGE_SIZE}")
     probe = bytearray(b"x" * PAGE_SIZE)
     page = np.frombuffer(probe, np.uint8).ctypes.data >> PAGE_SHIFT
-    if self_frames([page])[page] == 0:
+    try:
+        pfn = self_frames([page])[page]
+    except PermissionError as exc:
+        raise NotRootError(f"/proc/self/pagemap: {exc.strerror}: the outside reference "
+                           f"needs CAP_SYS_ADMIN (run the tests as root)") from None
+    if pfn == 0:
         raise NotRootError("frame numbers in /proc/self/pagemap read as 0: the outside "
                            "reference needs CAP_SYS_ADMIN (run the tests as root)")
 
