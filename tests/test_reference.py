@@ -526,6 +526,14 @@ def test_depth_limits_the_walk():
     assert kinds(None) == {"list": 2, "list items": 2, "str": 100}
 
 
+def test_other_buffers_are_their_buffer():
+    import array
+    data = array.array("d", range(10**4))
+    address, items = data.buffer_info()
+    assert page_range(address, items * data.itemsize) <= pages_of(data)
+    assert elements.locate(data).partial == {}
+
+
 def test_a_numpy_array_is_its_buffer():
     array = np.arange(10**5, dtype=np.int64)
     buffer = page_range(array.ctypes.data, array.nbytes)

@@ -29,6 +29,8 @@ Counted, per type:
   (reading one makes a new str);
 - pyarrow Table/RecordBatch/ChunkedArray/Array: every buffer
   (``buffers()``: address, size; dictionaries too) and the object itself;
+- any other object with the buffer protocol (``array.array``, ``mmap``):
+  its buffer;
 - pandas objects are instances: followed through their attributes to the
   block manager, blocks, arrays and indexes; Cython objects (no layout
   known here) through ``gc.get_referents``, their block counted.
@@ -507,8 +509,28 @@ class _Arrow(_Handler):
 # default_factory is a function or a type: shared).
 _KNOWN_C_SUBCLASSES = (collections.defaultdict,)
 
+class _BufferExporter(_Handler):
+    """Any other object with the buffer protocol (array.array, mmap): its buffer."""
+
+    def applies(self, o: Any) -> bool:
+        try:
+            with memoryview(o):
+                return True
+        except TypeError:
+            return False
+
+    def read(self, walk: _Walk, o: Any, level: int) -> None:
+        import numpy  # a cowmem dependency; reads the address of read-only buffers too
+        with memoryview(o) as view:
+            if not view.c_contiguous:
+                walk.found.partial[f"non-contiguous buffer of {type(o).__qualname__}"] += 1
+            elif view.nbytes:
+                with view.cast("B") as raw:
+                    walk.add(numpy.frombuffer(raw, numpy.uint8).ctypes.data, view.nbytes, "buffer")
+
+
 _HANDLERS = (_DateTime(), _Leaf(), _List(), _Tuple(), _Dict(), _Set(), _Deque(), _ByteArray(),
-             _Decimal(), _NumpyArray(), _Arrow())
+             _Decimal(), _NumpyArray(), _Arrow(), _BufferExporter())
 
 
 # -- instances of Python classes ---------------------------------------------

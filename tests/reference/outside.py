@@ -43,10 +43,8 @@ PAGE_SIZE = 1 << PAGE_SHIFT
 _PRESENT = 1 << 63
 _SWAPPED = 1 << 62
 _FILE_OR_SHARED = 1 << 61
-_EXCLUSIVE = 1 << 56
 _PFN_MASK = (1 << 55) - 1
 # /proc/kpageflags bits (8 bytes per frame).
-KPF_HUGE = 17
 KPF_THP = 22
 KPF_ZERO_PAGE = 24
 
