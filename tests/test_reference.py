@@ -70,6 +70,14 @@ BUFFERS = {"bytearray": filled_bytearray, "private mmap": filled_private_mmap,
            "huge-page array": filled_huge_page_array}
 
 
+def writer(buf, offsets, value=2):
+    """A callable writing ``value`` at each byte offset of ``buf``."""
+    def write():
+        for offset in offsets:
+            buf[offset] = value
+    return write
+
+
 def written_offsets(start, k, stride):
     """Byte offsets of one byte in each of k pages, ``stride`` pages apart."""
     first = -(-start // PAGE)
@@ -85,12 +93,7 @@ def test_k_pages_written_are_k_copied_pages(kind, k, stride):
     view = memoryview(buf).cast("B")
     start = view_address = np.frombuffer(view, np.uint8).ctypes.data
     offsets = written_offsets(start, k, stride)
-
-    def access():
-        for offset in offsets:
-            view[offset] = 2
-
-    result = outside.watch(access)
+    result = outside.watch(writer(view, offsets))
     expected = {(view_address + offset) // PAGE for offset in offsets}
     assert len(expected) == k
     assert result.copied_pages & page_range(start, size) == expected
@@ -104,15 +107,7 @@ def test_a_parent_write_after_the_fork_is_not_the_childs_copy():
     buf = filled_bytearray(16 * PAGE)
     start = address_of(buf)
     p, q = written_offsets(start, 2, 4)
-
-    def parent_writes():
-        buf[p] = 3
-
-    def access():
-        buf[p] = 2
-        buf[q] = 2
-
-    result = outside.watch(access, during=parent_writes)
+    result = outside.watch(writer(buf, [p, q]), during=writer(buf, [p], 3))
     assert result.copied_pages & page_range(start, len(buf)) == {(start + q) // PAGE}
     assert (start + p) // PAGE in result.parent_written_pages
     assert (start + p) // PAGE in result.child_exclusive_pages
@@ -143,15 +138,9 @@ def test_prepare_is_set_up_and_collect_comes_back():
     buf = filled_bytearray(8 * PAGE)
     start = address_of(buf)
     a, b = written_offsets(start, 2, 1)
-
-    def prepare():
-        buf[a] = 5  # copied before the baseline: not the access's copy
-
-    def access():
-        buf[a] = 6
-        buf[b] = 6
-
-    result = outside.watch(access, prepare=prepare, collect=lambda: bytes(buf[a:a + 1]))
+    # What prepare copies is set-up, copied before the baseline: not the access's copy.
+    result = outside.watch(writer(buf, [a, b], 6), prepare=writer(buf, [a], 5),
+                           collect=lambda: bytes(buf[a:a + 1]))
     assert result.copied_pages & page_range(start, len(buf)) == {(start + b) // PAGE}
     assert result.collected == b"\x06"
 
@@ -606,12 +595,7 @@ def test_cowmem_counts_the_ground_truth_buffer_exactly(k, stride):
     cowmem = pytest.importorskip("cowmem")
     buf = filled_bytearray(3200 * PAGE)
     start = address_of(buf)
-    offsets = written_offsets(start, k, stride)
-
-    def access():
-        for offset in offsets:
-            buf[offset] = 2
-
+    access = writer(buf, written_offsets(start, k, stride))
     region = {"buf": (start, start + len(buf))}
     theirs = cowmem.measure_fork(access, regions=region).regions["buf"] // PAGE
     ours = len(outside.watch(access).copied_pages & page_range(start, len(buf)))
@@ -654,11 +638,7 @@ def test_watching_the_child_a_fork_meter_measures(kind):
     else:
         data = filled_bytearray(3200 * PAGE)
         start = address_of(data)
-        offsets = written_offsets(start, 1000, 3)
-
-        def access():
-            for offset in offsets:
-                data[offset] = 2
+        access = writer(data, written_offsets(start, 1000, 3))
         regions = {"data": (start, start + len(data))}
     meter = cowmem.ForkMeter(regions)
     try:
