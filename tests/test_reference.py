@@ -629,7 +629,13 @@ def test_cowmem_agrees_on_an_iterated_list():
 @needs_root
 @pytest.mark.parametrize("kind", ["list", "ground truth"])
 def test_watching_the_child_a_fork_meter_measures(kind):
-    """cowmem's copied pages are among the outside's; inside the data they are the same."""
+    """cowmem's copied pages are among the outside's; inside the data they are the same.
+
+    Except for data pages cowmem could not observe: already the child's at
+    its baseline, because the parent wrote them after the fork or cowmem's
+    own set-up in the child copied them (a heap page the data shares with
+    its allocations).  cowmem reports how many (``unobserved``).
+    """
     cowmem = pytest.importorskip("cowmem")
     if kind == "list":
         data = list(range(10**5))
@@ -642,13 +648,18 @@ def test_watching_the_child_a_fork_meter_measures(kind):
         regions = {"data": (start, start + len(data))}
     meter = cowmem.ForkMeter(regions)
     try:
-        result = outside.watch(lambda: meter.run(access),
-                               collect=lambda: meter.report().copied_ranges)
+        result = outside.watch(lambda: meter.run(access), collect=lambda: (
+            meter.report().copied_ranges, meter.report().unobserved["data"] // PAGE))
     finally:
         meter.close()
-    theirs = cowmem_pages(result.collected)
+    ranges, unobserved = result.collected
+    theirs = cowmem_pages(ranges)
     in_data = pages_of(data) if kind == "list" else page_range(start, len(data))
-    print(f"\n{kind}: cowmem {len(theirs)} copied pages, {len(theirs & in_data)} in the data; "
-          f"outside {len(result.copied_pages)}, {len(result.copied_pages & in_data)} in the data")
+    missed = (result.copied_pages - theirs) & in_data
+    print(f"\n{kind}: cowmem {len(theirs)} copied pages, {len(theirs & in_data)} in the data "
+          f"({unobserved} unobserved); outside {len(result.copied_pages)}, "
+          f"{len(result.copied_pages & in_data)} in the data")
     assert theirs <= result.copied_pages
-    assert theirs & in_data == result.copied_pages & in_data
+    assert len(missed) <= unobserved
+    if kind == "ground truth":  # nothing else lives in the buffer
+        assert theirs & in_data == result.copied_pages & in_data
