@@ -98,7 +98,8 @@ def render_comparison(comparison: Comparison) -> str:
                  f" on {row.new.environment.machine}]" if several else "")
         for change in row.changes:
             delta = f" ({change.delta:+.1f})" if change.kind != "failed" else ""
-            out.append(f"{change.kind:7}{change.benchmark} {combination_text(row.params)}{where}: "
+            params = " " + combination_text(row.params) if row.params else ""
+            out.append(f"{change.kind:7}{change.benchmark}{params}{where}: "
                        f"{format_value(change.old)} -> {format_value(change.new)}{delta}")
     verdict = "FAIL" if comparison.tripped() else "ok"
     out.append(f"{verdict}: {comparison.compared} combinations compared, "
