@@ -19,7 +19,7 @@ from typing import Dict, List, Optional, Tuple
 from ..report.gate import Thresholds
 from ..report.metrics import (combination_text, explain_causes, is_copy_metric, labels,
                               method, select_benchmarks)
-from ..report.results import Results, Run, is_measured, version_key
+from ..report.results import Results, Run, is_measured, is_version, version_key
 from ..report.selectors import fields
 from ..report.table import Table, format_value
 from ..report.versions import versions_of
@@ -124,6 +124,7 @@ def example_comparisons(table: Table) -> List[Tuple[str, str]]:
     for key in ("python", "numpy"):
         found = sorted({dict((("python", env.python), *env.requirements)).get(key, "")
                         for env in table.columns} - {""}, key=version_key)
+        found = [value for value in found if is_version(value)]   # not interpreter paths
         if key == "python":
             examples += [(f"python={a}", f"python={b}") for a, b in zip(found, found[1:])]
         elif len(found) > 1:
