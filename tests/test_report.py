@@ -19,7 +19,7 @@ from typing import Dict, List, Tuple
 
 import pytest
 
-from asv_project import (CHILD_BENCH, CHILD_EXTRA_MIB, COST_BENCH, COST_MS, DATA_BENCH, LIST_MIB,
+from asv_project import (CHILD_BENCH, COST_BENCH, COST_MS, DATA_BENCH, LIST_MIB,
                          MEASURED_BENCH, PAGE_MIB, PER_ELEMENT_BENCH, SIZE, Project,
                          add_environment, assert_one_line_error, build_project, child_samples,
                          combinations, data_mib, run_cowmem, snapshot)
@@ -591,3 +591,15 @@ def test_html_of_the_committed_results_is_under_500_kb(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert page.stat().st_size < 500 * 1024
     assert "bench_copies.Copies.track_data_mib (MiB)" in done.stdout    # --text: the table too
+
+
+def test_publish_runs_without_numpy_or_the_measuring_code(tmp_path: Path) -> None:
+    from cowmem.publish.vendor import default_vendor_cache
+    site = tmp_path / "site"
+    done = subprocess.run([sys.executable, "-c", BLOCK_NUMPY, "publish", "--results",
+                           str(COMMITTED), "--html-dir", str(site), "--no-pull",
+                           "--vendor-cache", str(default_vendor_cache())], text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "loaded: []"
+    assert (site / "index.html").is_file() and (site / "upgrade.html").is_file()

@@ -24,7 +24,7 @@ from typing import Iterator, List
 import asv
 import pytest
 
-from asv_project import (ACCESS, DATA, DATA_BENCH, GC, LIST_MIB, Project, add_environment,
+from asv_project import (ACCESS, DATA, DATA_BENCH, GC, Project, add_environment,
                          assert_one_line_error, build_project, data_mib, run_cowmem, snapshot)
 from browser import Browser, StaticServer
 from cowmem.publish import PublishError, asvsite, vendor

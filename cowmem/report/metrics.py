@@ -76,10 +76,15 @@ def labels(benchmark: str, info: Optional[BenchmarkInfo],
     """
     names = param_names(benchmark, info, len(combination))
     shown = {name: display_param(value) for name, value in zip(names, combination)}
-    if "data" not in shown and is_copy_metric(benchmark, info) and benchmark.count(".") >= 2:
-        kind = benchmark.split(".")[-2]
-        shown = {"data": re.sub(r"(?<!^)(?=[A-Z])", "_", kind).lower(), **shown}
+    if "data" not in shown and is_copy_metric(benchmark, info):
+        shown = {"data": class_kind(benchmark), **shown}
     return shown
+
+
+def class_kind(benchmark: str) -> str:
+    """``bench_numbers.ListInt.track_data_mib`` -> ``list_int``: the kind a class measures."""
+    kind = benchmark.split(".")[-2] if benchmark.count(".") >= 2 else benchmark
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", kind).lower()
 
 
 def combination_text(shown: Mapping[str, str]) -> str:

@@ -5,7 +5,9 @@ Two sources, both inside the results (never the machine that renders them):
 - asv's own: the environment's ``python`` and pinned requirements
   (``virtualenv-py3.12.1-numpy2.2.6`` names ``python`` 3.12.1 and numpy
   2.2.6), and the machine's ``os`` from ``machine.json``;
-- the suite's ``bench_platform`` benchmark, which records facts as numbers:
+- the suite's ``bench_platform`` benchmarks, which record facts as numbers
+  (``Versions.track_version`` per ``component``, ``Platform.track_free_threaded``,
+  ``track_page_size``, ``track_thp_mode``, ``track_pfns_readable``):
   versions encoded ``major * 10**6 + minor * 10**3 + patch``, the
   free-threaded build 0/1, the page size in bytes, the THP mode (0 never,
   1 madvise, 2 always), whether frame numbers were readable (0/1); n/a for a
@@ -26,9 +28,6 @@ from .results import Results, Run, display_param, is_measured, is_version
 PLATFORM_MODULE = "bench_platform"
 NOT_RECORDED = "not recorded"
 
-# A fact's name (the benchmark's parameter value, or its method name without
-# ``track_``), lower case, without a trailing "_version".
-_PACKAGES = ("python", "numpy", "pandas", "pyarrow", "kernel")
 _THP_MODES = {0: "never", 1: "madvise", 2: "always"}
 
 
@@ -62,7 +61,7 @@ def platform_facts(results: Results, run: Run) -> Dict[str, Optional[float]]:
             name = display_param(combination[0])
         else:
             name = benchmark.rsplit(".", 1)[-1]
-        name = re.sub(r"^track_|_version$", "", name.lower())
+        name = re.sub(r"^track_|_version$|_mode$", "", name.lower())
         facts[name] = value
     return facts
 
@@ -130,7 +129,3 @@ def exact_python(results: Results, run: Run) -> str:
     value = platform_facts(results, run).get("python")
     return decode_version(value) if value is not None and is_measured(value) else python
 
-
-def known_facts() -> Tuple[str, ...]:
-    """The fact names this module reads (the suite's ``bench_platform`` contract)."""
-    return _PACKAGES + ("free_threaded", "page_size", "thp", "pfns_readable")

@@ -22,7 +22,8 @@ def templates() -> Any:
     import jinja2
     environment = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(Path(__file__).parent / "templates")),
-        autoescape=jinja2.select_autoescape(["html"]), trim_blocks=True, keep_trailing_newline=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined)
+        autoescape=jinja2.select_autoescape(["html"]), trim_blocks=True, lstrip_blocks=True,
+        keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
     environment.globals["asset"] = asset
     return environment
 

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from ..report.gate import Thresholds
-from ..report.metrics import (combination_text, explain_causes, is_copy_metric, labels,
-                              method, select_benchmarks)
+from ..report.metrics import (class_kind, combination_text, explain_causes, is_copy_metric,
+                              labels, method, select_benchmarks)
 from ..report.results import Results, Run, is_measured, is_version, version_key
 from ..report.selectors import fields
 from ..report.table import Table, format_value
@@ -96,7 +96,7 @@ def headline_rows(table: Table) -> List[Dict[str, object]]:
         by_kind: Dict[str, List] = {}
         for row in bench.rows:
             shown = dict(zip(names, row.labels))
-            kind = shown.get("data", bench.name.split(".")[-2])
+            kind = shown.get("data") or class_kind(bench.name)
             if any(is_measured(c) for c in row.cells):
                 by_kind.setdefault(kind, []).append((shown, row))
         for kind, candidates in by_kind.items():
