@@ -155,10 +155,6 @@ def cowmem_report(project: Dict[str, object], *args: str) -> subprocess.Complete
                            *args], capture_output=True, text=True, env=project["env"])
 
 
-# The commit= selector is the report's (being added alongside): until it
-# lands this fails, and strict xfail makes its arrival visible.
-@pytest.mark.xfail(reason="cowmem report --compare commit=... (the report's selector) is not in this branch yet",
-                   strict=True)
 def test_the_gate_trips_on_the_commit_that_made_the_list(project: Dict[str, object]) -> None:
     first, second, third = project["commits"]
     tripped = cowmem_report(project, "--compare", f"commit={first[:8]}", f"commit={second[:8]}")
