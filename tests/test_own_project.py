@@ -174,4 +174,5 @@ def test_asv_continuous_flags_it_too(project: Dict[str, object]) -> None:
             for line in done.stdout.splitlines() if line.lstrip().startswith("|")]
     changed = {row[4] for row in rows if len(row) == 5 and row[0] == "+"}
     assert "copies.CacheCopies.track_data_mib('scan')" in changed, done.stdout
-    assert not [name for name in changed if "'len'" in name], done.stdout
+    # (asv has no absolute threshold: a page's change from 0, as len's may be, is flagged too;
+    # cowmem's gate asks for 1 MiB and 10 %.)
