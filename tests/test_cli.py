@@ -131,6 +131,19 @@ def test_list_shows_every_kind_access_and_which_pairs_apply(capsys):
         assert marks == ["x" if workloads.applies(data, a) else "-" for a in header]
 
 
+def test_list_says_which_kinds_lack_their_library_here(capsys, monkeypatch):
+    from importlib import metadata
+
+    real = metadata.version
+    monkeypatch.setattr(metadata, "version", lambda name: "1.26.4" if name == "numpy" else real(name))
+    assert cli.main(["list"]) == 0
+    lines = capsys.readouterr().out.split("Accesses")[0].splitlines()
+    [line] = [line for line in lines if line.startswith("  ndarray_stringdtype ")]
+    assert line.endswith("(n/a here: data kind 'ndarray_stringdtype' needs numpy >= 2.0, "
+                         "and numpy 1.26.4 is installed here)")
+    assert not any("n/a here" in line for line in lines if line.startswith("  list_int "))
+
+
 def test_list_in_a_real_process():
     result = run("list")
     assert result.returncode == 0 and result.stderr == ""
