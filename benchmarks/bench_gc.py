@@ -13,31 +13,28 @@ freezing changes nothing for them.
 from .common import KindCopies
 
 
-class ListOfLists(KindCopies):
+class FrozenCollection(KindCopies):
+    """gc.collect() in the child after gc.freeze() in the parent; a subclass names the kind."""
+
+    accesses = ["gc_collect"]
+    gc_variants = ["freeze"]
+
+
+class ListOfLists(FrozenCollection):
     kind = "list_of_lists"
-    accesses = ["gc_collect"]
-    gc_variants = ["freeze"]
 
 
-class ListOfInstances(KindCopies):
+class ListOfInstances(FrozenCollection):
     kind = "list_of_instances"
-    accesses = ["gc_collect"]
-    gc_variants = ["freeze"]
 
 
-class ListOfDataclasses(KindCopies):
+class ListOfDataclasses(FrozenCollection):
     kind = "list_of_dataclasses"
-    accesses = ["gc_collect"]
-    gc_variants = ["freeze"]
 
 
-class ListOfSlots(KindCopies):
+class ListOfSlots(FrozenCollection):
     kind = "list_of_slots"
-    accesses = ["gc_collect"]
-    gc_variants = ["freeze"]
 
 
-class JsonDocument(KindCopies):
+class JsonDocument(FrozenCollection):
     kind = "json_document"
-    accesses = ["gc_collect"]
-    gc_variants = ["freeze"]

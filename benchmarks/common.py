@@ -67,8 +67,9 @@ class KindCopies(Copies):
         """The registry name of the data kind."""
 
     def __init_subclass__(cls, **kwargs):
-        accesses = cls.accesses or [a for a in workloads.accesses_for(cls.kind) if a != "none"]
-        cls.params = [[cls.kind], list(accesses), list(cls.gc_variants)]
+        if isinstance(cls.kind, str):   # else still abstract: a base for classes that name their kind
+            accesses = cls.accesses or [a for a in workloads.accesses_for(cls.kind) if a != "none"]
+            cls.params = [[cls.kind], list(accesses), list(cls.gc_variants)]
         super().__init_subclass__(**kwargs)
 
     def build(self):
