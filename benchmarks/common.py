@@ -60,6 +60,8 @@ class KindCopies(Copies):
     param_names = ["data", "access", "gc"]
     accesses: Sequence[str] = ()
     gc_variants: Sequence[str] = ("plain",)
+    # COWMEM_BENCH_SIZE may be the question's 10**8: a child may iterate for minutes.
+    child_timeout = 600.0
 
     @property
     @abc.abstractmethod
