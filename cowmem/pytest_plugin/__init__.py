@@ -15,6 +15,7 @@ test runs.
 
 from __future__ import annotations
 
+import argparse
 import inspect
 from typing import Generator, Optional
 
@@ -25,42 +26,44 @@ from .marker import Limit
 from .outcome import CHILD_LONGREPR, HANDLED
 
 _DEFAULT_TIMEOUT = 300.0
+_EXPLAIN = ("auto", "never")
 _SETTINGS = pytest.StashKey["_Settings"]()
 _PLATFORM = pytest.StashKey[Optional[str]]()
 
 
 class _Settings:
-    """The session's options, read once."""
+    """The session's options, read once; a bad ini value is a usage error."""
 
     def __init__(self, config: pytest.Config) -> None:
         self.off: bool = config.getoption("limit_copied_off")
         timeout = config.getoption("limit_copied_timeout")
         if timeout is None:
-            timeout = _seconds(config.getini("limit_copied_timeout"), "ini option limit_copied_timeout")
+            text = config.getini("limit_copied_timeout")
+            try:
+                timeout = _positive_seconds(text)
+            except ValueError:
+                raise pytest.UsageError(f"ini option limit_copied_timeout must be a positive number "
+                                        f"of seconds, not {text!r}") from None
         self.timeout: float = timeout
         explain = config.getoption("limit_copied_explain") or config.getini("limit_copied_explain")
-        if explain not in ("auto", "never"):
+        if explain not in _EXPLAIN:
             raise pytest.UsageError(f"ini option limit_copied_explain must be auto or never, not {explain!r}")
         self.explain: bool = explain == "auto"
 
 
-def _seconds(text: str, what: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not value > 0 or value == float("inf"):
-        raise pytest.UsageError(f"{what} must be a positive number of seconds, not {text!r}")
+def _positive_seconds(text: str) -> float:
+    """``text`` as seconds; ValueError unless it is a positive, finite number."""
+    value = float(text)
+    if not 0 < value < float("inf"):
+        raise ValueError(text)
     return value
 
 
 def _timeout_option(text: str) -> float:
     try:
-        return _seconds(text, "--limit-copied-timeout")
-    except pytest.UsageError as exc:
-        import argparse
-
-        raise argparse.ArgumentTypeError(str(exc)) from None
+        return _positive_seconds(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text!r}") from None
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -70,7 +73,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="seconds a limit_copied test body may run in its forked child before it is "
              f"stopped, with every process it started (ini limit_copied_timeout; default {_DEFAULT_TIMEOUT:g})")
     group.addoption(
-        "--limit-copied-explain", choices=("auto", "never"), default=None,
+        "--limit-copied-explain", choices=_EXPLAIN, default=None,
         help="auto: when a body is over its limit, run it once more to explain the copies by "
              "fixture, and by cause and object type where userfaultfd works (root); never: "
              "report the counts only (ini limit_copied_explain; default auto)")

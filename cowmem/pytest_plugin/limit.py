@@ -35,7 +35,7 @@ class Explained:
     """What the second run found, or why there is none."""
 
     report: Optional[ForkReport]        # with regions, and an explanation where explain mode works
-    regions: Dict[str, Any]             # the fixtures located in it
+    regions: Dict[str, Any]             # the fixtures located in it (or named by the marker)
     note: str = ""                      # why there is no explanation (or no second run)
 
 
@@ -52,7 +52,7 @@ def check(item: pytest.Function, limit: Limit, timeout: float, explain: bool) ->
     if counted <= limit.limit:
         return
     second = _explain(body, item, regions, named) if explain else \
-        Explained(None, {}, "not explained (--limit-copied-explain=never)")
+        Explained(None, named, "not explained (--limit-copied-explain=never)")
     pytest.fail(failure_message(limit, report, counted, second), pytrace=False)
 
 

@@ -45,7 +45,7 @@ def failure_message(limit: Limit, report: Any, counted: int, second: Any) -> str
             lines += ["  " + line for line in text[1:]]
     if second.note:
         lines.append(second.note[:1].upper() + second.note[1:] + ".")
-    lines.append("Hint: " + hint(explained, second.regions))
+    lines.append("Hint: " + hint(explained or (report if limit.regions else None), second.regions))
     return "\n".join(lines)
 
 
@@ -62,8 +62,8 @@ def hint(report: Optional[Any], objects: Mapping[str, Any]) -> str:
     if report is not None and any(report.regions.values()):
         name = max(report.regions, key=report.regions.get)
         return _container_hint(name, objects[name])
-    return ("run the tests as root, where explain mode (userfaultfd) names the write behind "
-            "each copied page.")
+    return ("explain mode (--limit-copied-explain=auto, with userfaultfd: as root) names the "
+            "write behind each copied page.")
 
 
 def _refcount_hint(kind: str) -> str:
