@@ -9,7 +9,7 @@ what usually helps against the write that dominates.
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping, Optional
+from typing import Any, List, Mapping, Optional
 
 from .marker import Limit
 
@@ -19,7 +19,7 @@ from .marker import Limit
 _SCALARS = {"int", "float", "complex", "bool", "str", "bytes", "float64", "int64", "Decimal"}
 
 
-def failure_message(limit: Limit, report: Any, counted: int, second: Any) -> str:
+def failure_message(limit: Limit, report: Any, counted: int, findings: Any) -> str:
     """The text of the failure: counts, mappings, the explanation, a hint."""
     page = report.page_size
     where = f" inside the fixtures {', '.join(limit.regions)}" if limit.regions else ""
@@ -27,31 +27,48 @@ def failure_message(limit: Limit, report: Any, counted: int, second: Any) -> str
              f"memory{where}; its limit is {limit.limit:,} bytes."]
     if limit.regions:
         lines.append(f"The whole child copied {_size(report.copied_bytes, page)}.")
-        blind = {name: n for name, n in report.unobserved.items() if n}
-        if blind:
-            lines.append("Pages already the child's when the body began (writes to them are not seen): "
-                         + _pages_by_name(blind, page) + ".")
+        lines += _unseen(report, page, "the body")
     lines.append("Copied pages per mapping: "
                  + _pages_by_name({_label(k): v for k, v in report.mappings.items()}, page) + ".")
-    explained = second.report
-    if explained is not None:
+    second = findings.report
+    if second is not None:
         lines.append(f"A second run of the body, with the fixtures located, copied "
-                     f"{_size(explained.copied_bytes, page)}; pages inside the fixtures: "
-                     + _pages_by_name(dict(explained.regions), page) + ".")
-        if explained.explanation is not None:
-            scope = " (of the pages inside the fixtures)" if limit.regions else ""
-            text = explained.explanation.format().splitlines()
-            lines.append(f"Explained{scope}: {text[0]}")
-            lines += ["  " + line for line in text[1:]]
-    if second.note:
-        lines.append(second.note[:1].upper() + second.note[1:] + ".")
-    lines.append("Hint: " + hint(explained or (report if limit.regions else None), second.regions))
+                     f"{_size(second.copied_bytes, page)}; pages inside the fixtures: "
+                     + _pages_by_name(dict(second.regions), page) + ".")
+        lines += _unseen(second, page, "it")
+        explanation = second.explanation
+        if explanation is not None:
+            scope = " (the pages inside the fixtures)" if limit.regions else ""
+            text = explanation.format().splitlines()
+            lines.append(f"Explained{scope}: {text[0]}" + ("" if explanation.copied_pages else
+                                                          ": the second run copied none to explain."))
+            if explanation.copied_pages:
+                lines += ["  " + line for line in text[1:]]
+    if findings.note:
+        lines.append(findings.note[:1].upper() + findings.note[1:] + ".")
+    lines.append("Hint: " + hint(findings, report if limit.regions else None))
     return "\n".join(lines)
 
 
-def hint(report: Optional[Any], objects: Mapping[str, Any]) -> str:
-    """What usually helps, for the write that caused most copies (or the fixture copied most)."""
-    explanation = None if report is None else report.explanation
+def _unseen(report: Any, page_size: int, who: str) -> List[str]:
+    blind = {name: n for name, n in report.unobserved.items() if n}
+    if not blind:
+        return []
+    return [f"Pages of the fixtures already the child's when {who} began (writes to them are not seen): "
+            + _pages_by_name(blind, page_size) + "."]
+
+
+def hint(findings: Any, first: Optional[Any]) -> str:
+    """What usually helps against what was found, most specific first.
+
+    ``first``: the first run's report when it located the fixtures (regions).
+    """
+    if findings.headers_only:
+        return ("the only pages copied inside the fixtures hold the fixture objects' own headers: "
+                "the body takes a reference to each object it uses, which writes its header's page "
+                "(or two, when the header spans a page boundary).  Allow two pages per fixture used.")
+    second = findings.report
+    explanation = None if second is None else second.explanation
     if explanation is not None and explanation.copied_pages:
         cause, share = max(explanation.causes.items(), key=lambda kv: kv[1].pages)
         if share.pages < explanation.unexplained_pages:
@@ -59,9 +76,10 @@ def hint(report: Optional[Any], objects: Mapping[str, Any]) -> str:
             return (f"most copied pages are in memory userfaultfd cannot watch ({mappings}), such as "
                     "a file-backed data segment; see the whole child's mappings above.")
         return _CAUSE_HINTS[cause](next(iter(share.by_kind)))
-    if report is not None and any(report.regions.values()):
-        name = max(report.regions, key=report.regions.get)
-        return _container_hint(name, objects[name])
+    for report in (second, first):
+        if report is not None and any(report.regions.values()):
+            name = max(report.regions, key=report.regions.get)
+            return _container_hint(name, findings.objects[name])
     return ("explain mode (--limit-copied-explain=auto, with userfaultfd: as root) names the "
             "write behind each copied page.")
 
