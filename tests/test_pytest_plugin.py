@@ -9,7 +9,11 @@ first word of every object, so reading an object writes the page at
 import json
 import mmap
 import re
+import signal
+import subprocess
+import sys
 import textwrap
+import time
 import uuid
 
 import numpy  # noqa: F401  (pytester's in-process runs keep what is imported; numpy cannot be imported twice)
@@ -178,6 +182,22 @@ def test_summing_a_numpy_array_passes(project):
     """)
     assert N * 8 > 64 * PAGE_SIZE
     project.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=2)
+
+
+def test_an_empty_body_copies_only_what_calling_it_takes(project):
+    # Calling a function writes a few pages (its frame, its code object's
+    # counters: 3 to 7 measured); the plugin's own work in the child (a
+    # process group, faulthandler and its timer thread, about 20 pages
+    # measured inside the snapshots) runs outside them.
+    project.makepyfile(test_empty="""
+        import pytest
+
+        @pytest.mark.parametrize("run", range(5))
+        @pytest.mark.limit_copied("48 KiB")
+        def test_empty(run):
+            pass
+    """)
+    project.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=5)
 
 
 def test_writing_an_array_copies_the_pages_written(project):
@@ -655,3 +675,37 @@ def test_the_hint_follows_the_findings():
         "most copies are in 'numbers', a list of Python objects")
     assert hint(Findings(None, {"numbers": numbers}), counted).startswith("most copies are in 'numbers'")
     assert hint(Findings(None, {}), None).startswith("explain mode (--limit-copied-explain=auto")
+
+
+def test_ctrl_c_stops_the_body_and_what_it_started(pytester):
+    tag = f"cowmem-test-{uuid.uuid4().hex}"
+    pytester.makepyfile(test_interrupted=f"""
+        import subprocess
+        import sys
+        import time
+        import pytest
+
+        @pytest.mark.limit_copied("1 MiB")
+        def test_hang():
+            subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)", "{tag}"])
+            time.sleep(600)
+    """)
+    # SIGINT as the terminal sends it, to pytest (the body has a process group of its own).
+    run = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "test_interrupted.py"],
+                           cwd=pytester.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        def started():
+            return [p for p in psutil.process_iter(["cmdline"]) if tag in " ".join(p.info["cmdline"] or [])]
+        while not started():   # no limit: the run fails alone if the body never starts
+            assert run.poll() is None, run.stdout.read().decode()
+            time.sleep(0.05)
+        run.send_signal(signal.SIGINT)
+        out = run.communicate()[0].decode()
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    assert run.returncode == pytest.ExitCode.INTERRUPTED
+    assert "KeyboardInterrupt" in out
+    no_process_left(tag)
