@@ -105,15 +105,15 @@ class _Run:
         self._function = item.obj
         self._positional, self._keywords = _arguments(
             item.obj, {name: item.funcargs[name] for name in item._fixtureinfo.argnames})
-        self._notes = tempfile.TemporaryFile()
-        self._crash = tempfile.TemporaryFile()
-        # The child's pid, written by the child: its process group, once it is gone.
-        self._group = mmap.mmap(-1, mmap.PAGESIZE)
-        self._pid = memoryview(self._group).cast("q")
         self._captures = [] if quiet else _captures(item)
         self._properties = len(item.user_properties)
-        self._devnull = open(os.devnull, "w") if quiet else None
         self._warnings = warnings.catch_warnings(record=True)
+        self._notes = tempfile.TemporaryFile()
+        self._crash = tempfile.TemporaryFile()
+        self._devnull = open(os.devnull, "w") if quiet else None
+        # The child's pid, written by the child: its process group, once it is gone.
+        self._pid_page = mmap.mmap(-1, mmap.PAGESIZE)
+        self._pid = memoryview(self._pid_page).cast("q")
         self._log: List[warnings.WarningMessage] = []
         # Set in the child.
         self._first_warning = 0
@@ -138,7 +138,7 @@ class _Run:
                 self._replay()
         finally:
             self._pid.release()
-            self._group.close()
+            self._pid_page.close()
             for file in (self._notes, self._crash, self._devnull):
                 if file is not None:
                     file.close()

@@ -75,7 +75,9 @@ def hint(findings: Any, first: Optional[Any]) -> str:
             mappings = ", ".join(_label(k) for k in explanation.unexplained_by_mapping)
             return (f"most copied pages are in memory userfaultfd cannot watch ({mappings}), such as "
                     "a file-backed data segment; see the whole child's mappings above.")
-        return _CAUSE_HINTS[cause](next(iter(share.by_kind)))
+        kind = next(iter(share.by_kind))
+        text = _REFCOUNT_HINTS[kind in _SCALARS] if cause == "refcount" else _CAUSE_HINTS[cause]
+        return text.format(kind=kind)
     for report in (second, first):
         if report is not None and any(report.regions.values()):
             name = max(report.regions, key=report.regions.get)
@@ -84,32 +86,29 @@ def hint(findings: Any, first: Optional[Any]) -> str:
             "write behind each copied page.")
 
 
-def _refcount_hint(kind: str) -> str:
-    if kind in _SCALARS:
-        return (f"reading a Python object writes its reference count, so every page of {kind} "
-                "objects the body reads is copied.  Hold such values in a numpy array (or "
-                "array.array, bytes): the child then reads one buffer and copies none of it.")
-    return (f"reading a Python object writes its reference count, so every page of {kind} "
+_REFCOUNT_HINTS = {
+    True: ("reading a Python object writes its reference count, so every page of {kind} objects "
+           "the body reads is copied.  Hold such values in a numpy array (or array.array, "
+           "bytes): the child then reads one buffer and copies none of it."),
+    False: ("reading a Python object writes its reference count, so every page of {kind} "
             "objects the body reads is copied (gc.freeze() does not prevent that).  Fewer, "
-            "larger objects help: columns in numpy arrays instead of many small objects.")
-
-
+            "larger objects help: columns in numpy arrays instead of many small objects."),
+}
 _CAUSE_HINTS = {
-    "refcount": _refcount_hint,
-    "gc_header": lambda kind: (
-        f"a garbage collection in the child walks the parent's {kind} objects and writes their "
+    "gc_header": (
+        "a garbage collection in the child walks the parent's {kind} objects and writes their "
         "GC headers.  Call gc.freeze() in the parent once the data is built (in the fixture, "
         "before the fork): frozen objects are not traversed."),
-    "other_header_field": lambda kind: (
-        f"the body modifies {kind} objects of the parent (a size, an item pointer, a version "
+    "other_header_field": (
+        "the body modifies {kind} objects of the parent (a size, an item pointer, a version "
         "tag): appending to, resizing or assigning into the parent's containers copies their "
         "pages.  Build new containers in the child instead."),
-    "payload": lambda kind: (
-        f"the body writes into the {kind} objects' own data: each page it modifies is copied.  "
+    "payload": (
+        "the body writes into the {kind} objects' own data: each page it modifies is copied.  "
         "Modify a copy of just the part that changes, or keep what workers write in shared "
         "memory (multiprocessing.shared_memory)."),
-    "outside_data": lambda kind: (
-        f"most copies are outside the test's fixtures (in {kind}): the interpreter's and "
+    "outside_data": (
+        "most copies are outside the test's fixtures (in {kind}): the interpreter's and "
         "libraries' own memory, module-level data or caches.  Data kept in a module or a cache "
         "is explained by object type once a fixture hands it to the test; to leave the "
         "interpreter's own copies out, count only the fixtures with regions=[...]."),
