@@ -3,7 +3,9 @@
 The expected pages are computed in the inner tests' fixtures from id()
 and numpy's buffer addresses, never by cowmem: a reference count is the
 first word of every object, so reading an object writes the page at
-``id(obj) // PAGE_SIZE``.
+``id(obj) // PAGE_SIZE``.  Every inner run is a pytest process of its
+own: what its tests build and fork must not change the heap, the
+collector's state or the modules of the process running these tests.
 """
 
 import json
@@ -16,7 +18,6 @@ import textwrap
 import time
 import uuid
 
-import numpy  # noqa: F401  (pytester's in-process runs keep what is imported; numpy cannot be imported twice)
 import psutil
 import pytest
 
@@ -146,7 +147,7 @@ ITERATE_NUMBERS = """
 
 def test_iterating_a_list_of_ints_fails_naming_int_refcounts(project):
     project.makepyfile(test_ints=ITERATE_NUMBERS)
-    result = project.runpytest("-p", "no:cacheprovider")
+    result = project.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(failed=1)
     text = result.stdout.str()
     # Every page holding one of the ints (about 32 bytes each) is copied,
@@ -181,7 +182,7 @@ def test_summing_a_numpy_array_passes(project):
             assert array.sum() == 2.0 * len(array)
     """)
     assert N * 8 > 64 * PAGE_SIZE
-    project.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=2)
+    project.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=2)
 
 
 def test_an_empty_body_copies_only_what_calling_it_takes(project):
@@ -197,7 +198,7 @@ def test_an_empty_body_copies_only_what_calling_it_takes(project):
         def test_empty(run):
             pass
     """)
-    project.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=5)
+    project.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=5)
 
 
 def test_writing_an_array_copies_the_pages_written(project):
@@ -208,7 +209,7 @@ def test_writing_an_array_copies_the_pages_written(project):
         def test_write(array):
             array[::512] = 1.0
     """)
-    result = project.runpytest("-p", "no:cacheprovider")
+    result = project.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(failed=1)
     text = result.stdout.str()
     written, block = expected(project, "array_strided"), expected(project, "array_object")
@@ -235,7 +236,7 @@ def test_regions_count_only_the_named_fixtures(project):
             for _ in numbers:
                 pass
     """)
-    result = project.runpytest("-p", "no:cacheprovider")
+    result = project.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(passed=1, failed=1)
     text = result.stdout.str()
     assert "limit_copied('64 KiB', regions=['numbers']): the test body copied" in text
@@ -260,9 +261,6 @@ def test_gc_header_copies_are_explained_and_gc_freeze_helps(project):
         def test_collect_frozen(frozen_lists):
             gc.collect()
     """)
-    # In a process of its own: gc.freeze() and unfreeze() reorder every
-    # object of the process they run in, and with it when later
-    # collections happen.
     result = project.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(passed=1, failed=1)
     text = result.stdout.str()
@@ -279,7 +277,7 @@ def test_gc_header_copies_are_explained_and_gc_freeze_helps(project):
 
 def test_explain_never_reports_the_counts_only(project):
     project.makepyfile(test_never=ITERATE_NUMBERS)
-    result = project.runpytest("-p", "no:cacheprovider", "--limit-copied-explain=never")
+    result = project.runpytest_subprocess("-p", "no:cacheprovider", "--limit-copied-explain=never")
     result.assert_outcomes(failed=1)
     text = result.stdout.str()
     assert "Not explained (--limit-copied-explain=never)." in text
@@ -300,7 +298,7 @@ def test_a_failing_body_shows_the_childs_traceback(project):
             print("printed in the child")
             assert first(numbers) == -1
     """)
-    result = project.runpytest("-p", "no:cacheprovider")
+    result = project.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(failed=1)
     # pytest's own rendering, made in the child: the source, the rewritten
     # assertion, the captured output.
@@ -328,7 +326,7 @@ def test_a_crashing_body_is_a_failure_with_the_childs_stack(project):
         def test_exit():
             os._exit(3)
     """)
-    result = project.runpytest("-p", "no:cacheprovider")
+    result = project.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(failed=2)
     result.stdout.fnmatch_lines([
         "*the test body crashed: the child was killed by SIGSEGV*",
@@ -358,7 +356,7 @@ def test_a_hanging_body_is_stopped_with_what_it_started(project):
         def test_hang_marker_timeout():
             time.sleep(600)
     """)
-    result = project.runpytest("-p", "no:cacheprovider")
+    result = project.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(failed=2)
     result.stdout.fnmatch_lines([
         "*the test body ran longer than its timeout of 1 s*its child was killed with every process it started",
@@ -411,7 +409,7 @@ def test_warnings_output_properties_and_outcomes_come_back(project):
             1 / 0
     """)
     for capture in ("fd", "sys", "tee-sys"):
-        result = project.runpytest("-p", "no:cacheprovider", f"--capture={capture}", "-rs",
+        result = project.runpytest_subprocess("-p", "no:cacheprovider", f"--capture={capture}", "-rs",
                                    "--junitxml=junit.xml", "-o", "junit_family=legacy")
         result.assert_outcomes(failed=1, passed=1, skipped=1, xfailed=1, warnings=2)
         result.stdout.fnmatch_lines([
@@ -438,7 +436,7 @@ def test_capsys_in_the_body(project):
             print("two")
             assert 0
     """)
-    result = project.runpytest("-p", "no:cacheprovider")
+    result = project.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*Captured stdout call*", "two"])
 
@@ -459,7 +457,7 @@ def test_a_passing_body_runs_once_and_a_failing_one_twice(project):
             for _ in numbers:
                 pass
     """)
-    project.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1, failed=1)
+    project.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=1, failed=1)
     assert (project.path / "small").read_text() == "run\n"
     assert (project.path / "large").read_text() == "run\nrun\n"   # once more to explain
 
@@ -477,8 +475,8 @@ def test_limit_copied_off_runs_the_body_in_the_pytest_process(project):
                 pass
             assert os.getpid() == PID
     """)
-    project.runpytest("-p", "no:cacheprovider", "--limit-copied-off").assert_outcomes(passed=1)
-    project.runpytest("-p", "no:cacheprovider").assert_outcomes(failed=1)
+    project.runpytest_subprocess("-p", "no:cacheprovider", "--limit-copied-off").assert_outcomes(passed=1)
+    project.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(failed=1)
 
 
 def test_a_test_not_run_by_pytest_pyfunc_call_fails(project):
@@ -491,7 +489,7 @@ def test_a_test_not_run_by_pytest_pyfunc_call_fails(project):
             def test_method(self):
                 pass
     """)
-    result = project.runpytest("-p", "no:cacheprovider")
+    result = project.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*limit_copied was not applied: this test was not run through "
                                  "pytest_pyfunc_call*"])
@@ -524,7 +522,7 @@ def test_with_pytest_xdist_workers(project):
 
 def test_exitfirst_stops_after_the_first_failure(project):
     project.makepyfile(test_limits=LIMITS)
-    result = project.runpytest("-p", "no:cacheprovider", "-x")
+    result = project.runpytest_subprocess("-p", "no:cacheprovider", "-x")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*stopping after 1 failures*"])
 
@@ -558,7 +556,7 @@ def test_a_platform_cowmem_cannot_measure_is_a_skip_before_the_fixtures(project)
 
 
 def test_the_options_are_in_help_and_the_marker_listed(pytester):
-    result = pytester.runpytest("--help")
+    result = pytester.runpytest_subprocess("--help")
     result.stdout.fnmatch_lines([
         "limit_copied: limits on what a test body copies (cowmem):",
         "  --limit-copied-timeout=SECONDS",
@@ -567,7 +565,7 @@ def test_the_options_are_in_help_and_the_marker_listed(pytester):
     ])
     result.stdout.fnmatch_lines(["  limit_copied_timeout (string):"])
     result.stdout.fnmatch_lines(["  limit_copied_explain (string):"])
-    pytester.runpytest("--markers").stdout.fnmatch_lines(
+    pytester.runpytest_subprocess("--markers").stdout.fnmatch_lines(
         ["@pytest.mark.limit_copied(limit, *, regions=None, timeout=None): run the test's body in a forked child*"])
 
 
@@ -593,7 +591,7 @@ def test_a_bad_marker_is_a_usage_error_of_that_test(project, args, message):
         def test_other():
             pass
     """)
-    result = project.runpytest("-p", "no:cacheprovider")
+    result = project.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(errors=1, passed=1)
     result.stdout.fnmatch_lines([f"usage error in @pytest.mark.limit_copied(*): {message}*"])
 
@@ -604,7 +602,7 @@ def test_a_bad_marker_is_a_usage_error_of_that_test(project, args, message):
     (["-o", "limit_copied_explain=maybe"], "*ini option limit_copied_explain must be auto or never, not 'maybe'"),
 ])
 def test_bad_options_are_usage_errors(pytester, args, message):
-    result = pytester.runpytest(*args)
+    result = pytester.runpytest_subprocess(*args)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([message])
 
