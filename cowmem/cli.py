@@ -29,6 +29,8 @@ COMMANDS = {
     "report": ("cowmem.commands.report", "compare results across environments (asv results)"),
     "publish": ("cowmem.commands.publish",
                 "asv publish, made to render offline, with the cross-environment report page"),
+    "watch": ("cowmem.commands.watch",
+              "watch a prefork server: what each worker copied from its parent, over time"),
 }
 
 
