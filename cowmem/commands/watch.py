@@ -19,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(frame numbers). Ctrl-C stops watching; the watched processes are left as they are.")
     parser.usage = "%(prog)s (--parent PID | -- COMMAND ...) [options]"
     parser.add_argument("--parent", type=int, metavar="PID", help="watch this running process and its children")
-    parser.add_argument("command", nargs="*", metavar="COMMAND",
+    parser.add_argument("program", nargs="*", metavar="COMMAND",
                         help="after --: start this command and watch the process it starts")
     parser.add_argument("--interval", type=scale, default=1.0, metavar="SECONDS",
                         help="seconds between samples (default 1)")
@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from ..watch.table import LiveTable
     from ..watch.watcher import Watcher
 
-    if (args.parent is None) == (not args.command):
+    if (args.parent is None) == (not args.program):
         raise UsageError("give either --parent PID or -- COMMAND ...")
     if args.once and args.count:
         raise UsageError("--once and --count exclude each other")
@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         except plot.PlotUnavailableError as exc:
             raise UsageError(str(exc)) from None
     count = 1 if args.once else args.count
-    started = _start(args.command) if args.command else None
+    started = _start(args.program) if args.program else None
     try:
         watcher = Watcher(started.pid if started else args.parent)
     except BaseException:

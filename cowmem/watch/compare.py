@@ -20,16 +20,18 @@ reading shows.  ``ForkOrigin.infer`` works it out, once, when the child is
 first seen, from facts that are certain:
 
 1. the child's frame is the parent's now: that is the origin;
-2. the child's frame is also a sibling's at that address: an anonymous
-   frame is shared only through ``fork()``, so both were forked with it,
-   and the parent has since replaced it;
+2. the child's frame is also that of a *relative* at that address (a
+   sibling, or an ancestor of the parent): an anonymous frame is shared
+   only through ``fork()``, so the child was forked with it, and the parent
+   has since replaced it;
 3. (a child forked while watching) the parent's frame was the same in the
    reading before the fork and in the one after: the parent had it at the
    fork, for a replaced frame never comes back; and a child frame equal to
    the parent's earlier one is the origin (the parent replaced it since);
 4. (a child already running when watching began) the parent's frame is
-   also that of a sibling forked earlier: the parent has had it since
-   that sibling's fork, so at this child's too.
+   also that of a relative forked before the child (an older sibling, or
+   an ancestor): the parent has had it since then, so at this child's fork
+   too.
 
 What remains is *unsure*: the child has a page of its own, the parent a
 different one, and nothing seen tells whether the parent still has its
@@ -110,20 +112,20 @@ class ForkOrigin:
 
     @classmethod
     def infer(cls, base: Snapshot, child: np.ndarray, *, before: Optional[np.ndarray] = None,
-              siblings: Sequence[np.ndarray] = (), older: Sequence[np.ndarray] = ()) -> "ForkOrigin":
+              relatives: Sequence[np.ndarray] = (), older: Sequence[np.ndarray] = ()) -> "ForkOrigin":
         """The origin, from frames over ``base.ranges``: the parent's now
         (``base``) and the child's, the parent's ``before`` the interval of
         the child's fork (None for a child already running when watching
-        began), every sibling's now, and those of the siblings forked
-        before the child."""
+        began), and the relatives' now: ``relatives`` all of them (siblings
+        and the parent's ancestors), ``older`` those forked before the child."""
         parent, ranges = base.frames, base.ranges
         own = np.not_equal(child, parent)
         own &= child != 0
         own = np.flatnonzero(own)
         c, p = child[own], parent[own]
         origin, known = p.copy(), p == 0
-        for sibling in siblings:
-            hit = sibling[own] == c                        # rule 2
+        for relative in relatives:
+            hit = relative[own] == c                       # rule 2
             origin[hit], known = c[hit], known | hit
         if before is not None:
             b = before[own]
@@ -131,8 +133,8 @@ class ForkOrigin:
             origin[kept], known = c[kept], known | kept
             known |= b == p                                # rule 3, the parent's page held still
         else:
-            for sibling in older:
-                known |= sibling[own] == p                 # rule 4
+            for relative in older:
+                known |= relative[own] == p                # rule 4
         # Where the child has the parent's frame, that is the origin; where
         # it has none, the parent's page came after the fork.
         differs = origin != p
@@ -190,7 +192,9 @@ class Figures:
     ``fresh_bytes`` the pages where the parent has none.
 
     ``mappings`` gives the copied bytes by mapping name; ``copied_pages``
-    the copied pages' numbers (address >> 12), not part of the output.
+    and ``unsure_pages`` the page numbers (address >> 12, sorted) of the
+    copied pages and of those of them that are unsure, not part of the
+    output.
     """
 
     resident_bytes: int
@@ -202,6 +206,7 @@ class Figures:
     copied_at_most_bytes: Optional[int] = None
     mappings: Dict[str, int] = field(default_factory=dict)
     copied_pages: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), compare=False, repr=False)
+    unsure_pages: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), compare=False, repr=False)
 
     def to_dict(self) -> Dict[str, object]:
         out = {name: getattr(self, name) for name in (
@@ -234,18 +239,19 @@ def compare_child(parent: ProcessPages, child: ProcessPages, origin: ForkOrigin)
     born = o == 0
     copied = own[~born & (p == o)]
     copied_pages = parent.ranges.page_numbers(copied)
+    unsure_pages = copied_pages[np.isin(copied_pages, origin.unsure_pages, assume_unique=True)]
     written = ~born & (p != o)
     held_inside = int(np.count_nonzero(held))
     figures = Figures(
         resident_bytes=(held_inside + child.outside) * PAGE_SIZE,
         shared_bytes=int(np.count_nonzero(shared)) * PAGE_SIZE,
         copied_bytes=int(copied.size) * PAGE_SIZE,
-        unsure_bytes=int(np.count_nonzero(np.isin(copied_pages, origin.unsure_pages, assume_unique=True)))
-        * PAGE_SIZE,
+        unsure_bytes=int(unsure_pages.size) * PAGE_SIZE,
         fresh_bytes=(int(np.count_nonzero(born)) + child.outside) * PAGE_SIZE,
         parent_written_bytes=int(np.count_nonzero(written)) * PAGE_SIZE,
         mappings=_by_mapping(parent.ranges, copied),
         copied_pages=copied_pages,
+        unsure_pages=unsure_pages,
     )
     kept = own[written & (frames[own] == o)]
     return ChildComparison(figures, shared, kept)

@@ -184,13 +184,14 @@ class Watcher:
         for key, tracked in current.items():
             if tracked.as_child is not None:
                 families.setdefault(by_pid[tracked.member.parent], []).append(key)
-        compared = {parent_key: self._compare_family(current[parent_key], [current[k] for k in child_keys])
+        compared = {parent_key: self._compare_family(current[parent_key], [current[k] for k in child_keys], current)
                     for parent_key, child_keys in families.items()}
         for key, tracked in current.items():
             if not tracked.member.forked:
                 tracked.row = self._row(tracked, "parent", self._parent_figures(tracked.pages, compared.get(key, [])))
 
-    def _compare_family(self, parent: _Tracked, children: List[_Tracked]) -> List[Tuple[ChildComparison, ForkOrigin]]:
+    def _compare_family(self, parent: _Tracked, children: List[_Tracked],
+                        current: Dict[Key, _Tracked]) -> List[Tuple[ChildComparison, ForkOrigin]]:
         """Compare each child with the parent; sets their rows."""
         pages = parent.pages
         if not self.frames_readable:
@@ -198,7 +199,7 @@ class Watcher:
                 child.row = self._row(child, "child", compare_child_flags(pages, child.as_child))
             return []
         frames = [child.as_child.frames for child in children]
-        before = base = None
+        before = base = ancestors = None
         compared = []
         for i, child in enumerate(children):
             key = child.member.info.key
@@ -209,17 +210,29 @@ class Watcher:
                     before = parent.previous.aligned(parent.previous.frames, pages.ranges)
                 if base is None:
                     base = Snapshot(pages.ranges, pages.frames.copy())
+                    ancestors = [a.aligned(a.frames, pages.ranges) for a in self._ancestors(parent, current)]
                 child.origin = ForkOrigin.infer(
                     base, frames[i],
                     before=before if forked_between else None,
-                    siblings=[f for j, f in enumerate(frames) if j != i],
-                    older=[f for j, f in enumerate(frames) if children[j].member.info.key < key])
+                    relatives=[f for j, f in enumerate(frames) if j != i] + ancestors,
+                    older=[f for j, f in enumerate(frames) if children[j].member.info.key < key] + ancestors)
             else:
                 child.origin = child.origin.on(pages.ranges)
             comparison = compare_child(pages, child.as_child, child.origin)
             child.row = self._row(child, "child", comparison.figures)
             compared.append((comparison, child.origin))
         return compared
+
+    @staticmethod
+    def _ancestors(parent: _Tracked, current: Dict[Key, _Tracked]) -> List[ProcessPages]:
+        """The reads of the processes ``parent`` was forked from, nearest first."""
+        by_pid = {t.member.info.pid: t for t in current.values()}
+        out, member = [], parent.member
+        while member.forked and member.parent in by_pid and by_pid[member.parent].pages is not None:
+            ancestor = by_pid[member.parent]
+            out.append(ancestor.pages)
+            member = ancestor.member
+        return out
 
     def _parent_figures(self, pages: ProcessPages,
                         compared: List[Tuple[ChildComparison, ForkOrigin]]) -> Figures:
