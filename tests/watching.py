@@ -8,8 +8,10 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Set
 
 TARGETS = Path(__file__).with_name("watch_targets.py")
 
@@ -78,3 +80,18 @@ def wait_for(predicate, timeout: float = 60.0, what: str = "") -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.05)
+
+
+def client(port: int, parts: int, first: int, count: int, concurrency: int = 3) -> Dict[int, Set[int]]:
+    """Ask watch_app for parts ``first`` .. ``first + count - 1`` of ``parts``,
+    ``concurrency`` at a time; the pages each worker (by pid) says it read."""
+    def get(part: int) -> Dict:
+        url = f"http://127.0.0.1:{port}/read?part={part}&of={parts}"
+        with urllib.request.urlopen(url, timeout=60) as response:
+            return json.loads(response.read())
+
+    read_by: Dict[int, Set[int]] = {}
+    with ThreadPoolExecutor(concurrency) as pool:
+        for answer in pool.map(get, range(first, first + count)):
+            read_by.setdefault(answer["pid"], set()).update(answer["pages"])
+    return read_by

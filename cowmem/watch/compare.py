@@ -191,10 +191,10 @@ class Figures:
     addresses (copied, parent-written and fresh together), and
     ``fresh_bytes`` the pages where the parent has none.
 
-    ``mappings`` gives the copied bytes by mapping name; ``copied_pages``
-    and ``unsure_pages`` the page numbers (address >> 12, sorted) of the
-    copied pages and of those of them that are unsure, not part of the
-    output.
+    ``mappings`` gives the copied bytes by mapping name; ``copied_pages``,
+    ``unsure_pages`` and ``parent_written_pages`` the page numbers (address
+    >> 12, sorted) of the copied pages, of those of them that are unsure,
+    and of the parent-written ones; they are not part of the output.
     """
 
     resident_bytes: int
@@ -207,6 +207,8 @@ class Figures:
     mappings: Dict[str, int] = field(default_factory=dict)
     copied_pages: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), compare=False, repr=False)
     unsure_pages: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), compare=False, repr=False)
+    parent_written_pages: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), compare=False,
+                                             repr=False)
 
     def to_dict(self) -> Dict[str, object]:
         out = {name: getattr(self, name) for name in (
@@ -252,6 +254,7 @@ def compare_child(parent: ProcessPages, child: ProcessPages, origin: ForkOrigin)
         mappings=_by_mapping(parent.ranges, copied),
         copied_pages=copied_pages,
         unsure_pages=unsure_pages,
+        parent_written_pages=parent.ranges.page_numbers(own[written]),
     )
     kept = own[written & (frames[own] == o)]
     return ChildComparison(figures, shared, kept)
