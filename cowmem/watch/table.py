@@ -30,6 +30,11 @@ def _cells(figures: Figures) -> List[str]:
             _mib(figures.fresh_bytes), _mib(figures.parent_written_bytes)]
 
 
+def _short(command: str) -> str:
+    """A command line with paths cut to their last part: "python -m gunicorn ..."."""
+    return " ".join(word.rsplit("/", 1)[-1] if "/" in word else word for word in command.split(" "))
+
+
 def _line(pid: str, role: str, cells: Sequence[str], name: str) -> str:
     return (f"{pid:>8}  {role:<10}" + "".join(f"{cell:>{_WIDTH}}" for cell in cells)
             + f"  {name[:_NAME_WIDTH]}").rstrip()
@@ -56,7 +61,7 @@ def render(sample: Sample, interval: Optional[float] = None) -> List[str]:
     lines = [head, _line("PID", "ROLE", _HEADERS, "COMMAND")]
     for row in sample.rows:
         role = "  " * row.depth + row.role
-        lines.append(_line(str(row.pid), role, _cells(row.figures), row.name))
+        lines.append(_line(str(row.pid), role, _cells(row.figures), _short(row.name)))
     lines.append(_line("total", f"{len(children)} child", _total(children), "(forked children)"))
     lines.extend(_notes(sample))
     return lines
