@@ -101,7 +101,7 @@ class ObjectIndex:
         Storage and buffers count for their owner's type.  With the copied
         pages of a child, this says what those pages hold: "61 % str, 22 % dict".
         """
-        pages = np.unique(np.asarray(pages, np.uint64))
+        pages = sorted_unique(np.asarray(pages, np.uint64))
         if not pages.size or not self.lo.size:
             return {}
         shift, one = np.uint64(PAGE_SHIFT), np.uint64(1)
@@ -111,9 +111,9 @@ class ObjectIndex:
         inner = np.searchsorted(pages, last, "left") - np.searchsorted(pages, first + one, "left")
         held = np.maximum(inner, 0).astype(np.int64) << PAGE_SHIFT
         head = np.minimum(self.hi, (first + one) << shift) - self.lo
-        held += np.where(_member(pages, first), head, 0).astype(np.int64)
+        held += np.where(is_member(pages, first), head, 0).astype(np.int64)
         tail = self.hi - (last << shift)
-        held += np.where((last > first) & _member(pages, last), tail, 0).astype(np.int64)
+        held += np.where((last > first) & is_member(pages, last), tail, 0).astype(np.int64)
         totals = np.bincount(self.code, weights=held, minlength=len(self.types)).astype(np.int64)
         named: Dict[str, int] = {}
         for info, total in zip(self.types, totals.tolist()):
@@ -122,8 +122,33 @@ class ObjectIndex:
         return dict(sorted(named.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
-def _member(sorted_values: np.ndarray, values: np.ndarray) -> np.ndarray:
+def distinct(values: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """(the sorted distinct values, the position of each one's first occurrence).
+
+    By sorting (numpy 2.3+'s ``np.unique`` hashes, many times slower on
+    millions of addresses), and not at all when they ascend already.
+    """
+    if np.all(values[1:] > values[:-1]):
+        return values, np.arange(values.size)
+    order = np.argsort(values, kind="stable")
+    ordered = values[order]
+    first = np.ones(ordered.size, bool)
+    first[1:] = ordered[1:] != ordered[:-1]
+    return ordered[first], order[first]
+
+
+def sorted_unique(values: np.ndarray) -> np.ndarray:
+    """The sorted distinct values (as ``distinct``, without the positions)."""
+    ordered = np.sort(values, kind="stable")   # radix: many times the default on addresses
+    keep = np.ones(ordered.size, bool)
+    keep[1:] = ordered[1:] != ordered[:-1]
+    return ordered[keep]
+
+
+def is_member(sorted_values: np.ndarray, values: np.ndarray) -> np.ndarray:
     """Whether each of ``values`` is in ``sorted_values`` (sorted, unique)."""
+    if not sorted_values.size:
+        return np.zeros(values.shape, bool)
     at = np.minimum(np.searchsorted(sorted_values, values), sorted_values.size - 1)
     return sorted_values[at] == values
 
@@ -136,7 +161,7 @@ def page_numbers(starts: np.ndarray, stops: np.ndarray) -> np.ndarray:
     last = (stops[keep] - np.uint64(1)) >> shift
     small = last - first <= 1  # most objects: one or two pages
     big = [np.arange(f, l + 1, dtype=np.uint64) for f, l in zip(first[~small].tolist(), last[~small].tolist())]
-    return np.unique(np.concatenate([first[small], last[small], *big]))
+    return sorted_unique(np.concatenate([first[small], last[small], *big]))
 
 
 def merge_ranges(starts: np.ndarray, stops: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:

@@ -39,7 +39,7 @@ import numpy as np
 
 from . import layouts
 from .errors import UnverifiedLayoutError
-from .index import BUFFER, OBJECT, STORAGE, ObjectIndex, TypeInfo
+from .index import BUFFER, OBJECT, STORAGE, ObjectIndex, TypeInfo, distinct, is_member, sorted_unique
 from .layouts import WORD
 from .peek import gather, view
 
@@ -208,13 +208,12 @@ class _Seen:
         """Add ``ids`` (sorted, unique); return which of them were not in the set."""
         new = np.ones(ids.size, bool)
         for chunk in self._chunks:
-            at = np.minimum(np.searchsorted(chunk, ids), chunk.size - 1)
-            new &= chunk[at] != ids
+            new &= ~is_member(chunk, ids)
         if np.any(new):
             self._chunks.append(ids[new])
             while len(self._chunks) > 1 and self._chunks[-2].size <= 2 * self._chunks[-1].size:
                 last = self._chunks.pop()
-                self._chunks[-1] = np.union1d(self._chunks[-1], last)
+                self._chunks[-1] = sorted_unique(np.concatenate((self._chunks[-1], last)))
         return new
 
 
@@ -243,7 +242,7 @@ class Walker:
         except UnverifiedLayoutError as exc:
             self._unverified = exc
         shared = [vars(m) for m in list(sys.modules.values()) if isinstance(m, types.ModuleType)]
-        self._namespaces = np.unique(np.fromiter(map(id, shared), _U64, len(shared)))
+        self._namespaces = sorted_unique(np.fromiter(map(id, shared), _U64, len(shared)))
 
     # --- public -----------------------------------------------------------
 
@@ -280,7 +279,7 @@ class Walker:
     # --- the walk ---------------------------------------------------------------
 
     def _walk(self, level: List[Any], depth: Optional[int], rows: _Rows, unlocated: Dict[str, int]) -> None:
-        ids, first = np.unique(addresses(level), return_index=True)
+        ids, first = distinct(addresses(level))
         level = _pick(level, first)
         seen = _Seen()
         seen.add_new(ids)
@@ -327,17 +326,18 @@ class Walker:
         """The objects of the next level: new, and not shared with the rest of the program."""
         if not children:
             return [], np.zeros(0, _U64)
-        ids, first = np.unique(addresses(children), return_index=True)
-        children = _pick(children, first)
+        ids, first = distinct(addresses(children))
         keep = np.ones(ids.size, bool)
         if self.skip_shared:
             shared = {tp: issubclass(tp, _SHARED_TYPES) for tp in set(map(type, children))}
             if any(shared.values()):
-                keep &= ~np.fromiter(map(shared.__getitem__, map(type, children)), bool, len(children))
-            keep &= ~layouts.is_immortal(ids) & ~np.isin(ids, self._namespaces)
+                keep &= ~np.fromiter(map(shared.__getitem__, map(type, children)), bool, len(children))[first]
+            keep &= ~layouts.is_immortal(ids) & ~is_member(self._namespaces, ids)
         keep[keep] = seen.add_new(ids[keep])
+        if first.size == len(children) and np.all(keep):
+            return children, ids   # ascending and new already: the common case, no copy
         kept = np.flatnonzero(keep)
-        return _pick(children, kept), ids[kept]
+        return _pick(children, first[kept]), ids[kept]
 
     # --- placing one type's objects --------------------------------------------------
 

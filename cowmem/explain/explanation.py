@@ -18,7 +18,7 @@ import numpy as np
 
 from .. import helper
 from ..errors import CowmemError
-from ..index import ObjectIndex
+from ..index import ObjectIndex, distinct
 from ..objects import find_paths
 from .._linux import PAGE_SHIFT, PAGE_SIZE, Mapping as MapsEntry
 from .causes import CAUSES, classify, field_name
@@ -122,7 +122,7 @@ class Explanation:
         copied) are dropped; copied pages without a fault are counted as
         unexplained.
         """
-        copied = np.unique(np.asarray(copied_page_numbers, np.uint64))
+        copied = distinct(np.asarray(copied_page_numbers, np.uint64))[0]
         keep = np.isin(self._faults.pages, copied, assume_unique=True)
         missing = copied[~np.isin(copied, self._faults.pages, assume_unique=True)]
         return summarise(self._faults.take(keep), int(copied.size), missing,

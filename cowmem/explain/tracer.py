@@ -39,6 +39,7 @@ import numpy as np
 
 from .. import helper, uffd
 from ..errors import ExplainError, ExplainUnavailableError
+from ..index import distinct
 from ..locate import index_objects
 from .._linux import PAGE_SHIFT, read_maps
 from .explanation import Data, Explanation, summarise
@@ -176,7 +177,7 @@ class FaultTracer:
         if outcome != "ok":
             raise ExplainError(f"serving the child's write faults failed: {outcome}")
         addresses = arrays[0] if arrays else np.zeros(0, np.uint64)
-        pages, first = np.unique(addresses >> np.uint64(PAGE_SHIFT), return_index=True)
+        pages, first = distinct(addresses >> np.uint64(PAGE_SHIFT))
         faults = self._data.classify(pages, addresses[first], first)
         return summarise(faults, int(pages.size), np.zeros(0, np.uint64), int(addresses.size), self._data, maps)
 
