@@ -59,7 +59,7 @@ def measure_fork(access: Callable[[], Any], *,
         from .explain import FaultTracer
         if not isinstance(regions, Regions):
             regions = Regions(regions)  # locate once, for the meter and the tracer
-        tracer = FaultTracer(regions.objects)
+        tracer = FaultTracer(regions.objects, depth=regions.depth)
         tracer.before_fork()
     try:
         _warn_if_threaded()

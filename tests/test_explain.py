@@ -21,8 +21,10 @@ import pytest
 from cowmem import PAGE_SIZE, measure_fork, memory_ranges, uffd
 from cowmem.errors import UnsupportedPlatformError
 from cowmem.errors import ExplainError, ExplainUnavailableError
-from cowmem.explain import CAUSES, FaultTracer, ObjectIndex
-from cowmem.objects import object_block
+from cowmem.explain import CAUSES, FaultTracer
+from cowmem.explain.causes import classify
+from cowmem.index import ObjectIndex
+from cowmem.locate import index_objects
 from cowmem._linux import PAGE_SHIFT, page_span, read_maps
 from test_ground_truth import anon_huge_bytes
 
@@ -42,6 +44,17 @@ def pages_of(obj):
 
 def page(address):
     return address >> PAGE_SHIFT
+
+
+def object_block(obj):
+    """[start, stop) of ``obj``'s header: what getsizeof adds before it (GC header), its basic size."""
+    return id(obj) - (sys.getsizeof(obj) - obj.__sizeof__()), id(obj) + type(obj).__basicsize__
+
+
+def kind(obj):
+    """The type name cowmem reports for ``obj``: qualified unless a builtin."""
+    tp = type(obj)
+    return tp.__qualname__ if tp.__module__ == "builtins" else f"{tp.__module__}.{tp.__qualname__}"
 
 
 def explained_in(explanation, pages):
@@ -85,7 +98,7 @@ def test_k_pages_written_are_k_payload_writes_at_their_addresses(make, k):
 
     report = measure_fork(access, regions={"data": obj}, explain=True)
     ex = report.explanation
-    payload = ex.pages_of("payload", type(obj).__name__)
+    payload = ex.pages_of("payload", kind(obj))
     assert np.array_equal(payload, page(written))
     assert np.array_equal(ex.first_writes[np.isin(ex.explained_pages, payload)], written)
     assert np.array_equal(explained_in(ex, inner_pages(base, base + view.size)), page(written))
@@ -96,8 +109,8 @@ def test_k_pages_written_are_k_payload_writes_at_their_addresses(make, k):
     assert np.array_equal(explained_in(ex, in_data), in_data)
     edges = np.setdiff1d(page_span([(base, base + view.size)]), inner_pages(base, base + view.size))
     assert np.all(np.isin(np.setdiff1d(in_data, payload), np.union1d(page_span([object_block(obj)]), edges)))
-    assert np.all(np.isin(ex.pages_of("refcount", type(obj).__name__), page_span([object_block(obj)])))
-    assert ex.causes["payload"].example.startswith(type(obj).__name__)
+    assert np.all(np.isin(ex.pages_of("refcount", kind(obj)), page_span([object_block(obj)])))
+    assert ex.causes["payload"].example.startswith(kind(obj))
     assert len(ex.causes["payload"].example) < 300    # no repr of the whole buffer
 
 
@@ -163,7 +176,7 @@ def test_reading_a_numpy_array_copies_nothing_of_its_buffer():
     buffer = np.setdiff1d(inner_pages(data.ctypes.data, data.ctypes.data + data.nbytes),
                           page_span([object_block(data)]))
     assert explained_in(ex, buffer).size == 0
-    assert "ndarray" not in ex.causes["payload"].by_kind
+    assert "numpy.ndarray" not in ex.causes["payload"].by_kind
 
 
 # --- the explanation's arithmetic ------------------------------------------
@@ -219,7 +232,7 @@ class Plain:
 def test_classify_names_each_field_of_known_layouts():
     items = [10 ** 9, 2.5, "abc", "é" * 3, (1, 2), Plain()]
     arr = np.arange(1000.0)
-    index = ObjectIndex({"items": items, "arr": arr})
+    index = index_objects({"items": items, "arr": arr})
     item_storage = ctypes.c_void_p.from_address(id(items) + 24).value   # PyListObject.ob_item
     ascii_header = sys.getsizeof("") - 1
     cases = {
@@ -237,10 +250,12 @@ def test_classify_names_each_field_of_known_layouts():
     if sys.version_info >= (3, 11):
         cases[id(items[5]) - 32] = "other_header_field"            # the managed-dict pre-header
     addresses = list(cases)
-    found = index.classify(np.array(addresses, np.uint64))
+    found = classify(index, np.array(addresses, np.uint64))
     assert dict(zip(addresses, (CAUSES[c] for c in found["cause"]))) == cases
-    assert found["element"][addresses.index(id(items[0]))] == 0
-    assert found["element"][addresses.index(id(items))] == -1
+    owner = {a: int(index.owner[r]) if r >= 0 else None for a, r in zip(addresses, found["row"].tolist())}
+    assert owner[id(items[0])] == id(items[0]) and owner[item_storage + 16] == id(items)
+    assert owner[arr.ctypes.data + 800] == id(arr)
+    assert found["region"][addresses.index(id(items))] == 0
     assert found["region"][addresses.index(id(arr))] == 1
     assert found["region"][addresses.index(1 << 20)] == -1
 
@@ -248,9 +263,9 @@ def test_classify_names_each_field_of_known_layouts():
 def test_an_object_met_twice_has_one_row():
     shared = 10 ** 9
     data = [shared] * 1000 + list(range(10 ** 6, 10 ** 6 + 10_000))
-    index = ObjectIndex({"data": data, "again": data})
+    index = index_objects({"data": data, "again": data})
     assert np.all(index.lo[1:] >= index.hi[:-1])
-    assert index.lo.size == 1 + 1 + 1 + 10_000   # the list, its item storage, the shared int, the others
+    assert len(index) == 1 + 1 + 1 + 10_000   # the list, its item storage, the shared int, the others
 
 
 # --- unavailable, failing, never blocking -----------------------------------
@@ -307,7 +322,7 @@ def run_traced(access, objects, ranges):
 
 
 def test_an_empty_object_map_explains_everything_as_outside():
-    found = ObjectIndex({}).classify(np.array([id(1)], np.uint64))
+    found = classify(ObjectIndex.empty(), np.array([id(1)], np.uint64))
     assert found["cause"].tolist() == [CAUSES.index("outside_data")]
 
 
