@@ -3,7 +3,8 @@
 Starts ``cowmem watch --interval 0.5 --plot PLOT -- python -m gunicorn
 --preload -w 3 -b 127.0.0.1:PORT watch_app:app`` (with ``--freeze``, also
 ``-c tests/watch_gunicorn_freeze.py``: gc.freeze() in pre_fork; with
-``--collect``, a gc.collect() per request), waits for the workers, sends
+``--attach``, ``-c tests/watch_gunicorn_attach.py``: cowmem.watch.attach()
+in when_ready; with ``--collect``, a gc.collect() per request), waits for the workers, sends
 ROUNDS rounds of 6 requests (3 at a time, each reading 1/24 of the
 data, every part once in 4 rounds) a second apart, then stops watch with
 Ctrl-C (SIGINT), which writes the plot, and ends gunicorn.  Prints
@@ -46,14 +47,17 @@ def main() -> None:
     parser.add_argument("--plot", help="where watch writes the timeline (.png)")
     parser.add_argument("--freeze", action="store_true", help="gc.freeze() in gunicorn's pre_fork hook")
     parser.add_argument("--collect", action="store_true", help="gc.collect() per request")
+    parser.add_argument("--attach", action="store_true",
+                        help="cowmem.watch.attach() in gunicorn's when_ready hook (not with --freeze)")
     parser.add_argument("--rounds", type=int, default=4)
     args = parser.parse_args()
 
     port = free_port()
     server = [sys.executable, "-m", "gunicorn", "--preload", "-w", str(WORKERS), "-b", f"127.0.0.1:{port}",
               "--chdir", str(ROOT / "tests"), "watch_app:app"]
-    if args.freeze:
-        server[3:3] = ["-c", str(ROOT / "tests" / "watch_gunicorn_freeze.py")]
+    if args.freeze or args.attach:
+        config = "watch_gunicorn_freeze.py" if args.freeze else "watch_gunicorn_attach.py"
+        server[3:3] = ["-c", str(ROOT / "tests" / config)]
     env = {**os.environ, "WATCH_APP_GC_COLLECT": "1" if args.collect else "0"}
     watch_cmd = [sys.executable, "-m", "cowmem", "watch", "--interval", "0.5"]
     if args.plot:

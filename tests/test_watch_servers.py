@@ -62,6 +62,8 @@ def gunicorn(tmp_path):
     for server in started:
         os.killpg(server.pid, signal.SIGKILL)
         server.wait()
+        for index in Path("/tmp").glob(f"cowmem-watch-{server.pid}-*.npz"):
+            index.unlink()  # attach() removes it at a normal exit only
 
 
 def unshared(watcher: Watcher):
@@ -102,7 +104,7 @@ def test_gunicorn_workers_copy_what_they_read(gunicorn, variant):
         master, port = gunicorn()
     workers = [m.info.pid for m in processes.tree(master)[1:]]
     watcher = Watcher(master)
-    check_rounds(watcher, workers, lambda r: client(port, PARTS, r * 9, 9))
+    check_rounds(watcher, workers, lambda r: {pid: read.pages for pid, read in client(port, PARTS, r * 9, 9).items()})
     result = cowmem("watch", "--parent", str(master), "--once", "--json")
     assert result.returncode == 0, result.stderr
     objects = by_pid(records(result.stdout))
@@ -136,3 +138,22 @@ def test_pool_workers_copy_what_they_read(pool):
     check_rounds(Watcher(parent), workers, run_round)
     objects = by_pid(records(cowmem("watch", "--parent", str(parent), "--once", "--json").stdout))
     assert {pid for pid, o in objects.items() if o["role"] == "child"} == set(workers)
+
+
+def test_attach_names_the_types_the_copied_pages_hold(gunicorn):
+    """With cowmem.watch.attach() in gunicorn's when_ready hook, watch says
+    what each worker's copied pages hold: at least the bytes of the strs and
+    ints it read that lie on their first page (which reading copied)."""
+    master, port = gunicorn("-c", str(HERE / "watch_gunicorn_attach.py"))
+    read = client(port, PARTS, 0, 9)
+    result = cowmem("watch", "--parent", str(master), "--once", "--json")
+    assert result.returncode == 0, result.stderr
+    objects = by_pid(records(result.stdout))
+    assert "types" not in objects[master]
+    for pid, what in read.items():
+        types = objects[pid]["types"]
+        assert sum(types.values()) <= objects[pid]["copied_bytes"]
+        for name, held in what.heads.items():
+            assert types[name] >= held, (pid, name)
+    table = cowmem("watch", "--parent", str(master), "--once").stdout
+    assert "COPIED PAGES HOLD" in table and "% str" in table

@@ -21,7 +21,7 @@ WORKERS, PARTS = 3, 24
 
 
 def task(part: int):
-    pages = watch_app.read(part, PARTS)
+    pages, _ = watch_app.read(part, PARTS)
     time.sleep(0.1)  # hold the worker a moment, so that every worker gets a share of the parts
     return os.getpid(), sorted(pages)
 

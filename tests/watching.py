@@ -11,7 +11,7 @@ import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Set
+from typing import Dict, List, NamedTuple, Optional, Sequence, Set
 
 TARGETS = Path(__file__).with_name("watch_targets.py")
 
@@ -82,16 +82,26 @@ def wait_for(predicate, timeout: float = 60.0, what: str = "") -> None:
         time.sleep(0.05)
 
 
-def client(port: int, parts: int, first: int, count: int, concurrency: int = 3) -> Dict[int, Set[int]]:
+class Read(NamedTuple):
+    """What one worker says it read: page numbers, and bytes by type on them."""
+
+    pages: Set[int]
+    heads: Dict[str, int]
+
+
+def client(port: int, parts: int, first: int, count: int, concurrency: int = 3) -> Dict[int, Read]:
     """Ask watch_app for parts ``first`` .. ``first + count - 1`` of ``parts``,
-    ``concurrency`` at a time; the pages each worker (by pid) says it read."""
+    ``concurrency`` at a time; what each worker (by pid) says it read."""
     def get(part: int) -> Dict:
         url = f"http://127.0.0.1:{port}/read?part={part}&of={parts}"
         with urllib.request.urlopen(url, timeout=60) as response:
             return json.loads(response.read())
 
-    read_by: Dict[int, Set[int]] = {}
+    read_by: Dict[int, Read] = {}
     with ThreadPoolExecutor(concurrency) as pool:
         for answer in pool.map(get, range(first, first + count)):
-            read_by.setdefault(answer["pid"], set()).update(answer["pages"])
+            read = read_by.setdefault(answer["pid"], Read(set(), {}))
+            read.pages.update(answer["pages"])
+            for name, held in answer["heads"].items():
+                read.heads[name] = read.heads.get(name, 0) + held
     return read_by

@@ -191,7 +191,9 @@ class Figures:
     addresses (copied, parent-written and fresh together), and
     ``fresh_bytes`` the pages where the parent has none.
 
-    ``mappings`` gives the copied bytes by mapping name; ``copied_pages``,
+    ``types`` (with ``cowmem.watch.attach()`` in the parent) gives the bytes
+    of each type of the parent's objects inside the copied pages, largest
+    first.  ``mappings`` gives the copied bytes by mapping name; ``copied_pages``,
     ``unsure_pages`` and ``parent_written_pages`` the page numbers (address
     >> 12, sorted) of the copied pages, of those of them that are unsure,
     and of the parent-written ones; they are not part of the output.
@@ -209,6 +211,7 @@ class Figures:
     unsure_pages: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), compare=False, repr=False)
     parent_written_pages: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), compare=False,
                                              repr=False)
+    types: Optional[Dict[str, int]] = None
 
     def to_dict(self) -> Dict[str, object]:
         out = {name: getattr(self, name) for name in (
@@ -217,6 +220,8 @@ class Figures:
         if self.copied_bytes is None:
             out["copied_at_most_bytes"] = self.copied_at_most_bytes
         out["mappings"] = dict(self.mappings)
+        if self.types is not None:
+            out["types"] = dict(self.types)
         return out
 
 

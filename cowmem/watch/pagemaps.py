@@ -74,6 +74,8 @@ class PageRanges:
     def positions_of(self, pages: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         """The positions of the page numbers these ranges hold, and which of
         ``pages`` those are (a boolean mask)."""
+        if not self.starts:
+            return np.zeros(0, np.int64), np.zeros(len(pages), bool)
         starts = np.asarray(self.starts, np.int64)
         which = np.searchsorted(starts, pages, side="right") - 1
         inside = (which >= 0) & (pages < np.asarray(self.stops, np.int64)[np.maximum(which, 0)])

@@ -16,6 +16,7 @@ _COLUMNS = ("resident", "shared", "copied", "unsure", "fresh", "parent_written")
 _HEADERS = ("RESIDENT", "SHARED", "COPIED", "UNSURE", "FRESH", "P-WROTE")
 _WIDTH = 10
 _NAME_WIDTH = 40
+_TYPES_WIDTH = 30
 
 
 def _mib(count: Optional[int], prefix: str = "") -> str:
@@ -35,9 +36,18 @@ def _short(command: str) -> str:
     return " ".join(word.rsplit("/", 1)[-1] if "/" in word else word for word in command.split(" "))
 
 
-def _line(pid: str, role: str, cells: Sequence[str], name: str) -> str:
+def holds(figures: Figures, shown: int = 3) -> str:
+    """What the copied pages hold, as shares of the copied bytes: "61% str, 22% dict, 9% list"."""
+    if not figures.types or not figures.copied_bytes:
+        return ""
+    top = list(figures.types.items())[:shown]
+    return ", ".join(f"{100 * held / figures.copied_bytes:.0f}% {name}" for name, held in top)
+
+
+def _line(pid: str, role: str, cells: Sequence[str], name: str, types: Optional[str] = None) -> str:
+    held = "" if types is None else f"  {types:<{_TYPES_WIDTH}}"
     return (f"{pid:>8}  {role:<10}" + "".join(f"{cell:>{_WIDTH}}" for cell in cells)
-            + f"  {name[:_NAME_WIDTH]}").rstrip()
+            + held + f"  {name[:_NAME_WIDTH]}").rstrip()
 
 
 def _total(children: Sequence[Row]) -> List[str]:
@@ -58,11 +68,14 @@ def render(sample: Sample, interval: Optional[float] = None) -> List[str]:
     every = f", every {interval:g} s" if interval else ""
     head = (f"cowmem watch: sample {sample.index} at {sample.elapsed:,.1f} s{every}, "
             f"{len(children)} forked child{'' if len(children) == 1 else 'ren'}, in MiB")
-    lines = [head, _line("PID", "ROLE", _HEADERS, "COMMAND")]
+    typed = any(row.figures.types is not None for row in children)
+    lines = [head, _line("PID", "ROLE", _HEADERS, "COMMAND", "COPIED PAGES HOLD" if typed else None)]
     for row in sample.rows:
         role = "  " * row.depth + row.role
-        lines.append(_line(str(row.pid), role, _cells(row.figures), _short(row.name)))
-    lines.append(_line("total", f"{len(children)} child", _total(children), "(forked children)"))
+        lines.append(_line(str(row.pid), role, _cells(row.figures), _short(row.name),
+                           holds(row.figures) if typed else None))
+    lines.append(_line("total", f"{len(children)} child", _total(children), "(forked children)",
+                       "" if typed else None))
     lines.extend(_notes(sample))
     return lines
 

@@ -17,13 +17,17 @@ map lock for reading, as ``ps`` and ``top`` do.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Set, Tuple
 
+import numpy as np
+
 from .. import _linux
 from ..errors import UnknownNameError, UnsupportedPlatformError
-from . import processes
+from ..index import ObjectIndex
+from . import hook, processes
 from .compare import (ChildComparison, Figures, ForkOrigin, Snapshot, compare_child, compare_child_flags,
                       compare_parent, compare_parent_flags)
 from .pagemaps import PageRanges, PageReader, ProcessGone, ProcessPages
@@ -97,6 +101,8 @@ class _Tracked:
     as_child: Optional[ProcessPages] = None
     origin: Optional[ForkOrigin] = None
     row: Optional[Row] = None
+    index: Optional[hook.IndexFile] = None   # what attach() wrote, for a parent
+    types: Optional[Tuple[ObjectIndex, np.ndarray, Dict[str, int]]] = None  # index, copied pages, what they hold
 
 
 class Watcher:
@@ -166,8 +172,9 @@ class Watcher:
         if old is None:
             pid = member.info.pid
             return _Tracked(member, _name(member.info), PageReader(pid, self._zero_frame),
-                            PageReader(pid, self._zero_frame))
-        return _Tracked(member, old.name, old.reader, old.child_reader, previous=old.pages, origin=old.origin)
+                            PageReader(pid, self._zero_frame), index=hook.IndexFile(member.info))
+        return _Tracked(member, old.name, old.reader, old.child_reader, previous=old.pages, origin=old.origin,
+                        index=old.index, types=old.types)
 
     def _read(self, reader: PageReader, onto: Optional[PageRanges] = None) -> ProcessPages:
         try:
@@ -189,6 +196,21 @@ class Watcher:
         for key, tracked in current.items():
             if not tracked.member.forked:
                 tracked.row = self._row(tracked, "parent", self._parent_figures(tracked.pages, compared.get(key, [])))
+        for parent_key, child_keys in families.items():
+            index = current[parent_key].index.current() if self.frames_readable else None
+            if index is not None:
+                for key in child_keys:
+                    self._name_types(current[key], index)
+
+    @staticmethod
+    def _name_types(child: _Tracked, index: ObjectIndex) -> None:
+        """Say which types of the parent's objects the child's copied pages hold."""
+        pages = child.row.figures.copied_pages
+        known = child.types
+        if known is None or known[0] is not index or not np.array_equal(known[1], pages):
+            child.types = (index, pages, hook.held_by_type(index, pages))  # only when they change
+        child.row = dataclasses.replace(child.row, figures=dataclasses.replace(child.row.figures,
+                                                                               types=child.types[2]))
 
     def _compare_family(self, parent: _Tracked, children: List[_Tracked],
                         current: Dict[Key, _Tracked]) -> List[Tuple[ChildComparison, ForkOrigin]]:
