@@ -1,13 +1,13 @@
 """What one `cowmem watch` sample costs, against the floor: one raw pagemap read of each process.
 
 A parent process fills PARENT_GIB of private memory and forks WORKERS
-workers; each writes its own COPY_FRACTION of it, then sleeps.  This
-process then takes, alternately and ROUNDS times, the floor and one
-`Watcher.sample()` of them.  The floor is the least any pagemap-based
-watcher must do: for every process, read /proc/PID/maps and the pagemap
-entries of its private writable mappings into a buffer allocated once.
-Prints the median of each, the median ratio, and the first sample (which
-also works out each child's origin) against the first floor.
+workers; each writes its own COPY_FRACTION of it, then sleeps.  The
+floor is the least any pagemap-based watcher must do: for every process,
+read /proc/PID/maps and the pagemap entries of its private writable
+mappings into a buffer.  Each of ROUNDS rounds times, side by side, a
+first floor (new buffers) and the first sample of a new `Watcher` (which
+also works out every child's origin), then a second floor and a second
+sample (buffers reused).  Prints the medians and the ratios.
 
     .venv/bin/python scripts/watch_cost.py                 # both cores
     taskset -c 1 .venv/bin/python scripts/watch_cost.py    # one core
@@ -72,6 +72,12 @@ class Floor:
             _linux.read_entries(ranges, f"/proc/{pid}/pagemap", out=self.buffers[pid])
 
 
+def timed(call) -> float:
+    began = time.perf_counter()
+    call()
+    return time.perf_counter() - began
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--parent-gib", type=float, default=2.0)
@@ -84,30 +90,22 @@ def main() -> None:
     parent = start_parent(size, args.workers, args.copy_fraction)
     try:
         pids = [m.info.pid for m in tree(parent)]
-        floor = Floor(pids)
-        watcher = Watcher(parent)
-        t = time.perf_counter()
-        floor.read()
-        first_floor = time.perf_counter() - t
-        t = time.perf_counter()
-        watcher.sample()
-        first = time.perf_counter() - t
-        floors, samples = [], []
+        firsts, warm = [], []
         for _ in range(args.rounds):
-            t = time.perf_counter()
-            floor.read()
-            floors.append(time.perf_counter() - t)
-            t = time.perf_counter()
-            watcher.sample()
-            samples.append(time.perf_counter() - t)
-        ratios = [s / f for s, f in zip(samples, floors)]
+            # A first sample (a new Watcher: every child's origin worked out,
+            # every buffer new) against a first floor (new buffers too) ...
+            floor, watcher = Floor(pids), Watcher(parent)
+            firsts.append((timed(floor.read), timed(watcher.sample)))
+            # ... and a later sample against a later floor, both warm.
+            warm.append((timed(floor.read), timed(watcher.sample)))
         print(f"parent {args.parent_gib:g} GiB, {args.workers} workers each copying "
               f"{args.copy_fraction:.0%} of it; {args.rounds} rounds on CPUs {sorted(os.sched_getaffinity(0))}")
-        print(f"floor  (maps + pagemap of {len(pids)} processes): median {statistics.median(floors) * 1e3:6.1f} ms")
-        print(f"sample (cowmem watch):                  median {statistics.median(samples) * 1e3:6.1f} ms")
-        print(f"ratio sample/floor: median {statistics.median(ratios):.2f} "
-              f"(min {min(ratios):.2f}, max {max(ratios):.2f})")
-        print(f"first sample (works out the origins): {first * 1e3:.1f} ms, {first / first_floor:.2f} x the first floor")
+        for name, pairs in (("first sample", firsts), ("later sample", warm)):
+            floors, samples = zip(*pairs)
+            ratios = [s / f for f, s in pairs]
+            print(f"{name}: {statistics.median(samples) * 1e3:6.1f} ms, floor {statistics.median(floors) * 1e3:6.1f} ms "
+                  f"(maps + pagemap of {len(pids)} processes); ratio median {statistics.median(ratios):.2f} "
+                  f"(min {min(ratios):.2f}, max {max(ratios):.2f})")
     finally:
         os.killpg(parent, signal.SIGKILL)
         os.waitpid(parent, 0)

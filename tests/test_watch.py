@@ -320,3 +320,43 @@ def test_table_total_line_and_plot(target, tmp_path):
     assert float(total[copied + 1].replace(",", "")) == pytest.approx(
         sum(float(r[copied].replace(",", "")) for r in children), abs=0.15)
     assert plot.read_bytes().startswith(b"\x89PNG")
+
+
+def test_a_child_that_execs_is_a_parent_of_its_own():
+    """fork + exec (subprocess): the child shares nothing with its parent
+    any more, so it is not compared with it; it heads a family of its own."""
+    code = "import subprocess, sys, time; p = subprocess.Popen(['sleep', '60']); print(p.pid, flush=True); time.sleep(60)"
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        child = int(parent.stdout.readline())
+        rows = {row.pid: row for row in Watcher(parent.pid).sample().rows}
+        assert rows[child].role == "parent" and rows[child].parent is None
+        assert rows[child].figures.shared_bytes == 0
+    finally:
+        os.killpg(parent.pid, signal.SIGKILL)
+        parent.wait()
+        parent.stdout.close()
+
+
+def test_on_a_terminal_the_table_redraws_in_place(target):
+    import pty
+
+    t = target("--k", 10)
+    primary, secondary = pty.openpty()
+    watch = subprocess.Popen([sys.executable, "-m", "cowmem", "watch", "--parent", str(t.parent), "--count", "2",
+                              "--interval", "0.1"], stdout=secondary, stderr=subprocess.DEVNULL)
+    os.close(secondary)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(primary, 65536)
+        except OSError:  # EIO: the terminal's other side closed
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(primary)
+    assert watch.wait(timeout=60) == 0
+    first, _, second = out.decode().partition("\x1b[")
+    lines = first.count("\n")
+    assert second.startswith(f"{lines}F\x1b[J") and "sample 2" in second

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 
-from cowmem import PAGE_SIZE
 from cowmem.watch import processes
 from cowmem.watch.watcher import Watcher
 from watching import by_pid, client, cowmem, records, wait_for

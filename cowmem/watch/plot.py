@@ -8,6 +8,7 @@ says so before watching starts, not after.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from typing import Dict, List, Tuple
 
@@ -25,10 +26,8 @@ def check(path: str) -> None:
     """Raise PlotUnavailableError unless ``path`` can be plotted to."""
     if os.path.splitext(path)[1].lower() not in FORMATS:
         raise PlotUnavailableError(f"the plot's file name must end in {', '.join(FORMATS)}: {path!r}")
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        raise PlotUnavailableError("the plot needs matplotlib: pip install 'cowmem[plot]'") from None
+    if importlib.util.find_spec("matplotlib") is None:
+        raise PlotUnavailableError("the plot needs matplotlib: pip install 'cowmem[plot]'")
 
 
 class Timeline:
