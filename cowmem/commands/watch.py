@@ -20,7 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.usage = "%(prog)s (--parent PID | -- COMMAND ...) [options]"
     parser.add_argument("--parent", type=int, metavar="PID", help="watch this running process and its children")
     parser.add_argument("program", nargs="*", metavar="COMMAND",
-                        help="after --: start this command and watch the process it starts")
+                        help="after --: start this command (its output goes where watch's goes) "
+                             "and watch the process it starts")
     parser.add_argument("--interval", type=scale, default=1.0, metavar="SECONDS",
                         help="seconds between samples (default 1)")
     parser.add_argument("--once", action="store_true", help="take one sample and exit")
@@ -75,8 +76,11 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass  # Ctrl-C is how a watch ends: finish the outputs, leave the processes be
     finally:
-        if args.plot and timeline.series:
-            timeline.save(args.plot)
+        if args.plot:
+            if timeline.series:
+                timeline.save(args.plot)
+            else:
+                print("cowmem watch: no forked child was seen: no plot written", file=sys.stderr)
         if started is not None:
             _leave(started)
     return 0

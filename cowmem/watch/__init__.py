@@ -4,7 +4,8 @@ with its parent, how that erodes over time, and what it copied.
 Modules, one concept each: ``processes`` (finding the parent's children),
 ``pagemaps`` (reading another process's pages), ``compare`` (copied,
 shared, fresh; what is exact), ``watcher`` (samples over time),
-``table``, ``json_lines`` and ``plot`` (the outputs).
+``table``, ``json_lines`` and ``plot`` (the outputs), ``hook`` (the
+in-parent hook, ``attach()``, and the object index it leaves for watch).
 """
 
 from __future__ import annotations
