@@ -200,8 +200,8 @@ def header_bytes(tp: type, ascii_str: bool = False) -> int:
 
 def type_name(tp: type) -> str:
     """``tp``'s name as cowmem reports it: ``int``, ``numpy.ndarray``, ``decimal.Decimal``."""
-    module = getattr(tp, "__module__", None)
-    return tp.__qualname__ if module in (None, "builtins") else f"{module}.{tp.__qualname__}"
+    module, name = type.__dict__["__module__"].__get__(tp), type.__dict__["__qualname__"].__get__(tp)
+    return name if module == "builtins" else f"{module}.{name}"
 
 
 # --- verifying the facts against known objects ----------------------------------

@@ -13,6 +13,7 @@ helper died.
 from __future__ import annotations
 
 import gc
+import sys
 from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Tuple
 
 import numpy as np
@@ -104,12 +105,13 @@ def index_heap() -> ObjectIndex:
     """An ObjectIndex of this process's whole heap, made in a forked helper.
 
     What it holds: every object the garbage collector tracks
-    (``gc.get_objects()``, taken in the helper right after the fork), plus
-    every object those reference that it does not track (ints, strs,
-    floats, bytes, untracked tuples and dicts), and what they reference in
-    turn; types, functions and immortal objects included.  Objects that no
-    tracked object references (some held only by C code or by a running
-    frame) are missed.
+    (``gc.get_objects()``, taken in the helper right after the fork) and
+    every local variable of the calling thread's frames, plus every object
+    those reference that the collector does not track (ints, strs, floats,
+    bytes, untracked tuples and dicts), and what they reference in turn;
+    types, functions and immortal objects included.  Objects that none of
+    those reference (held only by C code, or by another thread's frames)
+    are missed.
 
     The result, one row per block of memory, sorted by address and not
     overlapping (see ObjectIndex):
@@ -136,12 +138,26 @@ def index_heap() -> ObjectIndex:
 
     def job() -> Tuple[Any, List[np.ndarray]]:
         roots = gc.get_objects()   # first: before the walk makes objects of its own
+        roots += _callers_locals(index_heap.__code__)
         walker = Walker(skip_shared=False)
         walker.add("heap", None, roots=roots)
         index = walker.index()
         return (index.types, index.regions), index.columns
 
     return _index(helper.run(job))
+
+
+def _callers_locals(code: Any) -> List[Any]:
+    """The values of the local variables of the frames that called ``code``'s function."""
+    frame = sys._getframe()
+    while frame is not None and frame.f_code is not code:
+        frame = frame.f_back
+    found: List[Any] = []
+    while frame is not None:
+        frame = frame.f_back
+        if frame is not None:
+            found += list(frame.f_locals.values())
+    return found
 
 
 def _index(result: Tuple[Any, List[np.ndarray]]) -> ObjectIndex:

@@ -162,13 +162,17 @@ class _Kind:
         if tp.__flags__ & layouts.MANAGED_DICT:
             self.facts += ("instance attribute values",)
         sizeof, placed_sizeof = _c_sizeof(tp), _c_sizeof(self.placed)
-        # Its own C __sizeof__ may count more than its placed base does (an
-        # OrderedDict's linked nodes, a Decimal's digits): compared per object.
+        # A variable-size object's own C __sizeof__ is its inline size (a
+        # generator's frame, a memoryview's shape); ob_size need not count items.
+        self.var = bool(tp.__itemsize__) and self.placed in (object, tuple, int, bytes)
+        if self.var and self.placed is object:
+            placed_sizeof = sizeof
+        # Else its own C __sizeof__ may count more than its placed base does
+        # (an OrderedDict's linked nodes, a Decimal's digits): compared per object.
         self.hidden = None if sizeof is placed_sizeof and tp is not str else sizeof
         self.known_size = placed_sizeof
-        self.var = bool(tp.__itemsize__) and self.placed in (object, tuple, int, bytes)
         self.inline_values = layouts.has_inline_values(tp)
-        self.arrow = arrow is not None and tp.__module__.startswith("pyarrow") and \
+        self.arrow = arrow is not None and self.name.startswith("pyarrow.") and \
             issubclass(tp, (arrow.Buffer, arrow.Array, arrow.ChunkedArray, arrow.Table, arrow.RecordBatch))
         self.exports: Optional[bool] = False if self.placed is not object or self.arrow else None
         self.interface = self.placed is object and hasattr(tp, "__array_interface__")
@@ -334,8 +338,8 @@ class Walker:
                 keep &= ~np.fromiter(map(shared.__getitem__, map(type, children)), bool, len(children))[first]
             keep &= ~layouts.is_immortal(ids) & ~is_member(self._namespaces, ids)
         keep[keep] = seen.add_new(ids[keep])
-        if first.size == len(children) and np.all(keep):
-            return children, ids   # ascending and new already: the common case, no copy
+        if np.all(keep) and first.size == len(children) and np.all(first[1:] > first[:-1]):
+            return children, ids   # ascending, distinct and new already: the common case, no copy
         kept = np.flatnonzero(keep)
         return _pick(children, first[kept]), ids[kept]
 
