@@ -78,6 +78,8 @@ def main() -> None:
         finally:
             if master is not None:
                 os.killpg(master, signal.SIGKILL)
+                for index in Path("/tmp").glob(f"cowmem-watch-{master}-*.npz"):
+                    index.unlink()  # attach() removes it at a normal exit only
             if watch.poll() is None:
                 watch.kill()
                 watch.wait()
