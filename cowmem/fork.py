@@ -67,11 +67,12 @@ def measure_fork(access: Callable[[], Any], *,
         from .explain import FaultTracer
         if not isinstance(regions, Regions):
             regions = Regions(regions)  # locate once, for the meter and the tracer
-        tracer = FaultTracer(regions.objects)
-        tracer.before_fork()
+        tracer = FaultTracer(regions.objects, depth=regions.depth)   # checks userfaultfd first
     try:
         _warn_if_threaded()
         with ForkMeter(regions, cross_checks=cross_checks) as meter:
+            if tracer is not None:
+                tracer.before_fork(meter.anonymous_ranges())
             for stream in (sys.stdout, sys.stderr):
                 if stream is not None:
                     stream.flush()
@@ -126,7 +127,7 @@ def _child_main(meter: ForkMeter, access: Callable[[], Any], prepare: Optional[C
     try:
         try:
             if tracer is not None:
-                tracer.arm_child(meter.anonymous_ranges())
+                tracer.arm_child()
             meter.run(access, prepare, finish)
             result: Tuple[str, Any] = ("ok", None)
         except CowmemError as failed:
