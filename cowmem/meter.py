@@ -20,10 +20,8 @@ import numpy as np
 
 from . import _linux
 from .errors import AccessError, CowmemError, UnsupportedPlatformError
-from .objects import object_spans
+from .regions import RegionSpec, Regions
 from ._linux import FILE_OR_SHARED, PAGE_SHIFT, PAGE_SIZE, PFN_MASK, PRESENT
-
-RegionSpec = Union[Any, Tuple[int, int]]
 
 
 @dataclass(frozen=True)
@@ -43,7 +41,9 @@ class ForkReport:
     when the baseline was taken (the parent wrote them after the fork, or
     the fork's own bookkeeping did): the access may have written them too,
     unseen.  cowmem keeps this to a few pages at most; it is reported so
-    that no reader has to take that on trust.
+    that no reader has to take that on trust.  ``unlocated`` gives, per
+    region, {type name: objects} whose memory cowmem could not all place
+    (see :class:`Regions`): pages of theirs may be missing from the region.
 
     Two cases the page state cannot tell apart: a write to a private *file*
     page (``np.load(mmap_mode="c")``) is a copy from the page cache, not
@@ -65,6 +65,7 @@ class ForkReport:
     pfn_guard: bool
     page_size: int = PAGE_SIZE
     explanation: Any = field(default=None, compare=False)
+    unlocated: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
 
     @property
     def copied_pages(self) -> int:
@@ -87,6 +88,7 @@ class ForkReport:
             "mappings": dict(self.mappings),
             "copied_ranges": [list(r) for r in self.copied_ranges],
             "unobserved": dict(self.unobserved),
+            "unlocated": {name: dict(found) for name, found in self.unlocated.items()},
             "minor_faults": self.minor_faults,
             "uss_delta_bytes": self.uss_delta_bytes,
             "private_dirty_delta_bytes": self.private_dirty_delta_bytes,
@@ -97,20 +99,6 @@ class ForkReport:
         if self.explanation is not None:
             out["explanation"] = self.explanation.to_dict()
         return out
-
-
-class Regions:
-    """Named regions located once, to be measured by several ForkMeters.
-
-    Locating a big container's elements takes a while (about 0.3 s per
-    million elements); workers forked from one parent share one Regions.
-    """
-
-    def __init__(self, regions: Optional[Mapping[str, RegionSpec]] = None) -> None:
-        self.pages: Dict[str, np.ndarray] = {name: _region_pages(spec) for name, spec in (regions or {}).items()}
-        # The objects themselves (not the ranges), for explain mode's object map.
-        self.objects: Dict[str, Any] = {name: spec for name, spec in (regions or {}).items()
-                                        if not is_range(spec)}
 
 
 class ForkMeter:
@@ -127,9 +115,10 @@ class ForkMeter:
                  cross_checks: bool = True) -> None:
         _linux.check_pagemap()
         self.cross_checks = cross_checks
-        # Located in the parent: walking a container in the child would
-        # write the very reference counts being watched.
-        self._region_pages = (regions if isinstance(regions, Regions) else Regions(regions)).pages
+        # Located before the fork (in a helper of its own, see Regions):
+        # walking a container in the child would write the very reference
+        # counts being watched.
+        self._regions = regions if isinstance(regions, Regions) else Regions(regions)
         self._zero_frame = _zero_frame()
         self._counters = _linux.ProcCounters()
         # Last, so that the maps it reads are those the child inherits.  The
@@ -140,12 +129,20 @@ class ForkMeter:
         """The anonymous private writable ranges measured ([start, stop) in bytes)."""
         return [(m.start, m.stop) for m in self._targets if m.label.startswith("[")]
 
-    def run(self, access: Callable[[], Any]) -> None:
+    def run(self, access: Callable[[], Any], prepare: Optional[Callable[[], Any]] = None,
+            finish: Optional[Callable[[], Any]] = None) -> None:
         """In the child: run ``access()`` between the two snapshots.
 
-        Raises AccessError, carrying the type and traceback, if it raises.
+        ``prepare()``, if given, runs before the baseline and ``finish()``
+        after the second snapshot (also when the access raised): neither is
+        counted.  A page ``prepare`` makes the child's is so before the
+        baseline, so a write to it by the access is not seen either (inside
+        a region it counts as unobserved).  Raises AccessError, carrying the
+        type and traceback, if any of the three raises (the access's first).
         """
         snaps, counters = self._snaps, self._counters
+        if prepare is not None:
+            _call_outside(prepare, "prepare")
         # Everything between the fork and the baseline may copy a page the
         # access would have copied: only reads into memory prepared by the parent.
         snaps.attach()
@@ -160,18 +157,25 @@ class ForkMeter:
         try:
             access()
         except BaseException as exc:
-            raise AccessError(f"{type(exc).__module__}.{type(exc).__qualname__}", str(exc),
-                              traceback.format_exc()) from None
-        t1 = time.perf_counter_ns()
-        snaps.take(1)
-        counters.read(1)
-        counters.finish(_fresh_in_new_mappings([(m.start, m.stop) for m in self._targets],
-                                               self._zero_frame), t1 - t0)
+            failure: Optional[AccessError] = _access_error(exc)
+        else:
+            t1 = time.perf_counter_ns()
+            snaps.take(1)
+            counters.read(1)
+            counters.finish(_fresh_in_new_mappings([(m.start, m.stop) for m in self._targets],
+                                                   self._zero_frame), t1 - t0)
+            failure = None
+        if finish is not None:
+            try:
+                _call_outside(finish, "finish")
+            except AccessError as error:
+                failure = failure or error
+        if failure is not None:
+            raise failure
 
     def report(self) -> ForkReport:
         """The report of the completed run (bytes, pages of 4 KiB)."""
-        return _build_report(self._snaps, self._counters, self._targets, self._region_pages,
-                             self._zero_frame)
+        return _build_report(self._snaps, self._counters, self._targets, self._regions, self._zero_frame)
 
     def close(self) -> None:
         """Release the buffers (in the parent; a child simply exits)."""
@@ -183,6 +187,20 @@ class ForkMeter:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _access_error(exc: BaseException, where: str = "") -> AccessError:
+    """``exc``, raised in the child, with its type and traceback (call it in the except clause)."""
+    return AccessError(f"{type(exc).__module__}.{type(exc).__qualname__}", f"{where}{exc}",
+                       traceback.format_exc())
+
+
+def _call_outside(step: Callable[[], Any], name: str) -> None:
+    """Run a step the snapshots leave out (prepare, finish); AccessError if it raises."""
+    try:
+        step()
+    except BaseException as exc:
+        raise _access_error(exc, f"in {name}: ") from None
 
 
 def _prepare_snapshots() -> Tuple[list, _linux.PagemapSnapshots]:
@@ -203,32 +221,6 @@ def _prepare_snapshots() -> Tuple[list, _linux.PagemapSnapshots]:
 
 
 
-def is_range(spec: Any) -> bool:
-    """A region given as an address range: a tuple of exactly two ints."""
-    return (isinstance(spec, tuple) and len(spec) == 2
-            and all(isinstance(x, int) and not isinstance(x, bool) for x in spec))
-
-
-def _region_pages(spec: RegionSpec) -> np.ndarray:
-    if is_range(spec):
-        start, stop = spec
-        if not 0 <= start <= stop:
-            raise ValueError(f"an address range must be (start, stop) with 0 <= start <= stop, not {spec}")
-        return _linux.page_span([(start, stop)])
-    starts, stops = object_spans(spec)
-    return _pages_of(starts, stops)
-
-
-def _pages_of(starts: np.ndarray, stops: np.ndarray) -> np.ndarray:
-    """Sorted unique page numbers touched by byte ranges, vectorised."""
-    keep = stops > starts
-    first = starts[keep] >> np.uint64(PAGE_SHIFT)
-    last = (stops[keep] - np.uint64(1)) >> np.uint64(PAGE_SHIFT)
-    small = last - first <= 1  # most objects: one or two pages
-    big = [np.arange(f, l + 1, dtype=np.uint64) for f, l in zip(first[~small], last[~small])]
-    return np.unique(np.concatenate([first[small], last[small], *big]))
-
-
 _zero_frame_cache: list = []
 
 
@@ -239,7 +231,7 @@ def _zero_frame() -> int:
 
 
 def _build_report(snaps: _linux.PagemapSnapshots, counters: _linux.ProcCounters,
-                  targets: list, region_pages: Mapping[str, np.ndarray], zero_frame: int) -> ForkReport:
+                  targets: list, regions: Regions, zero_frame: int) -> ForkReport:
     fresh_new, access_seconds = counters.outcome()
     diff = _compare(*snaps.entries, zero_frame)
     copied = snaps.page_numbers(diff.copied)
@@ -255,15 +247,17 @@ def _build_report(snaps: _linux.PagemapSnapshots, counters: _linux.ProcCounters,
     return ForkReport(
         copied_bytes=int(copied.size) * PAGE_SIZE,
         fresh_bytes=(diff.fresh + fresh_new) * PAGE_SIZE,
-        regions=_per_region(region_pages, copied),
+        regions=_per_region(regions.pages, copied),
         mappings=types.MappingProxyType(dict(sorted(by_label.items(), key=lambda kv: -kv[1]))),
         copied_ranges=_runs(copied),
-        unobserved=_per_region(region_pages, blind),
+        unobserved=_per_region(regions.pages, blind),
         minor_faults=minflt_after - minflt_before,
         uss_delta_bytes=None if uss_before is None else uss_after - uss_before,
         private_dirty_delta_bytes=None if dirty_before is None else dirty_after - dirty_before,
         access_seconds=access_seconds,
         pfn_guard=diff.pfn_guard,
+        unlocated=types.MappingProxyType({name: types.MappingProxyType(dict(found))
+                                          for name, found in regions.unlocated.items()}),
     )
 
 
