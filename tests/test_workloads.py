@@ -549,9 +549,12 @@ def test_gc_freeze_spares_the_gc_headers_and_is_undone():
     frozen = measure("list_of_lists", "gc_collect", n, prebuilt=data, gc_freeze=True)
     assert gc.get_freeze_count() == 0
     # A collection writes the GC header (just before id(x)) of every tracked
-    # object it traverses; frozen objects are not traversed.
+    # object it traverses: each header page is copied, unless a neighbour on
+    # it was written first, before the baseline, which the report counts as
+    # unobserved (many, in this test process's fragmented heap).  Frozen
+    # objects are not traversed.
     headers = {(id(x) - GC_HEAD) // plain.page_size for x in data}
-    assert len(headers - copied_in(plain, data)) <= SHARED_PAGES
+    assert len(headers - copied_in(plain, data)) <= plain.unobserved["data"] // plain.page_size
     assert len(headers & copied_in(frozen, data)) <= SHARED_PAGES
 
 
