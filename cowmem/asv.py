@@ -69,10 +69,12 @@ class Failed(NamedTuple):
     message: str
 
 
-Outcome = Union[Measured, NotApplicable, Failed, Any]
+Outcome = Union[Measured, NotApplicable, Failed]
+
+ACCESS_PREFIX = "access_"
 
 
-def unpack(outcome: Outcome, what: str) -> Any:
+def unpack(outcome: Any, what: str) -> Any:
     """A stored measurement; asv's n/a (NotImplementedError) or a failure (RuntimeError) for the others."""
     if isinstance(outcome, NotApplicable):
         raise NotImplementedError(outcome.reason)
@@ -102,8 +104,9 @@ def _access_names(cls: type) -> List[str]:
     names: List[str] = []
     for klass in reversed(cls.__mro__):
         for name, value in vars(klass).items():
-            if name.startswith("access_") and callable(value) and name[7:] not in names:
-                names.append(name[7:])
+            access = name[len(ACCESS_PREFIX):]
+            if name.startswith(ACCESS_PREFIX) and callable(value) and access not in names:
+                names.append(access)
     return names
 
 
@@ -140,6 +143,9 @@ class Copies(abc.ABC):
         if "setup_cache" in vars(cls):
             raise TypeError(f"{cls.__qualname__} defines setup_cache: Copies measures there; "
                             f"put the set-up in build() instead")
+        if cls.children < CHILDREN:
+            raise TypeError(f"{cls.__qualname__}.children is {cls.children}: at least {CHILDREN}, "
+                            f"for a median and a spread")
         if "params" not in vars(cls):
             names = _access_names(cls)
             if not names:
@@ -166,7 +172,7 @@ class Copies(abc.ABC):
         parameter.  None: the child does nothing, not even take the data
         (the cost of measuring itself).
         """
-        return getattr(self, "access_" + params[self.param_names.index("access")])
+        return getattr(self, ACCESS_PREFIX + params[self.param_names.index("access")])
 
     def gc_freeze(self, *params: Any) -> bool:
         """Whether the parent calls ``gc.freeze()`` before forking for this combination; default no."""
