@@ -7,14 +7,14 @@ which size, and hands asv a value it can store.
 
 from __future__ import annotations
 
+import abc
 import mmap
 import os
-import abc
 from typing import Callable, List, Sequence, Tuple, Union
 
 import numpy as np
 
-from cowmem import PAGE_SIZE, NotApplicableError, measure_fork, workloads
+from cowmem import PAGE_SIZE, MissingLibraryError, measure_fork, workloads
 from cowmem.asv import Copies
 from cowmem.samples import CHILDREN
 
@@ -77,8 +77,8 @@ class KindCopies(Copies):
     def build(self):
         try:
             return workloads.build(self.kind, bench_size())
-        except NotApplicableError as exc:   # a library missing here
-            raise NotImplementedError(str(exc)) from None
+        except MissingLibraryError as exc:
+            raise NotImplementedError(str(exc)) from None   # asv's n/a, with the reason
 
     def elements(self, data):
         return bench_size()
