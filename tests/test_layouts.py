@@ -38,7 +38,7 @@ def test_every_fact_checks_out_on_this_interpreter():
 @pytest.mark.parametrize("fact, name, wrong", [
     ("the object header (ob_refcnt, ob_type)", "TYPE", 24),          # a free-threaded header
     ("the GC header", "GC_HEAD", 0),
-    ("the pre-header", "PREHEADER", 4 * layouts.WORD),
+    ("the pre-header", "PREHEADER_FLAGS", layouts.HAVE_GC),           # every container: a pre-header
     ("immortal objects", "IMMORTAL", not layouts.IMMORTAL),
     ("list", "LIST_ITEMS", layouts.LIST_ALLOCATED),
     ("dict", "DICT_KEYS", layouts.DICT_VALUES),
