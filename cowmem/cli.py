@@ -26,9 +26,10 @@ COMMANDS = {
     "measure": ("cowmem.commands.measure", "measure what one access copies in a forked child"),
     "seed": ("cowmem.commands.seed",
              "the question's experiment: workers, sum() and iteration, numpy vs lists"),
-    "report": ("cowmem.commands.report", "compare results across environments (asv results)"),
+    "report": ("cowmem.commands.report",
+               "asv results side by side per environment, and the upgrade gate"),
     "publish": ("cowmem.commands.publish",
-                "asv publish, made to render offline, with the cross-environment report page"),
+                "the offline site: cowmem's overview, the upgrade page, the report, asv's graphs"),
 }
 
 

@@ -70,6 +70,14 @@ BUFFERS = {"bytearray": filled_bytearray, "private mmap": filled_private_mmap,
            "huge-page array": filled_huge_page_array}
 
 
+def writer(buf, offsets, value=2):
+    """A callable writing ``value`` at each byte offset of ``buf``."""
+    def write():
+        for offset in offsets:
+            buf[offset] = value
+    return write
+
+
 def written_offsets(start, k, stride):
     """Byte offsets of one byte in each of k pages, ``stride`` pages apart."""
     first = -(-start // PAGE)
@@ -85,12 +93,7 @@ def test_k_pages_written_are_k_copied_pages(kind, k, stride):
     view = memoryview(buf).cast("B")
     start = view_address = np.frombuffer(view, np.uint8).ctypes.data
     offsets = written_offsets(start, k, stride)
-
-    def access():
-        for offset in offsets:
-            view[offset] = 2
-
-    result = outside.watch(access)
+    result = outside.watch(writer(view, offsets))
     expected = {(view_address + offset) // PAGE for offset in offsets}
     assert len(expected) == k
     assert result.copied_pages & page_range(start, size) == expected
@@ -104,15 +107,7 @@ def test_a_parent_write_after_the_fork_is_not_the_childs_copy():
     buf = filled_bytearray(16 * PAGE)
     start = address_of(buf)
     p, q = written_offsets(start, 2, 4)
-
-    def parent_writes():
-        buf[p] = 3
-
-    def access():
-        buf[p] = 2
-        buf[q] = 2
-
-    result = outside.watch(access, during=parent_writes)
+    result = outside.watch(writer(buf, [p, q]), during=writer(buf, [p], 3))
     assert result.copied_pages & page_range(start, len(buf)) == {(start + q) // PAGE}
     assert (start + p) // PAGE in result.parent_written_pages
     assert (start + p) // PAGE in result.child_exclusive_pages
@@ -122,6 +117,7 @@ def test_a_parent_write_after_the_fork_is_not_the_childs_copy():
 def test_a_zero_page_read_then_written_is_fresh_not_copied():
     m = mmap.mmap(-1, 4 * PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     start = address_of(m)
+    m[0] = 1  # an anonymous page, so that fork copies the mapping's page table
     assert m[PAGE] == 0  # a read maps the shared zero page
     page = start // PAGE + 1
     zero = outside.self_frames([page])[page]
@@ -143,15 +139,9 @@ def test_prepare_is_set_up_and_collect_comes_back():
     buf = filled_bytearray(8 * PAGE)
     start = address_of(buf)
     a, b = written_offsets(start, 2, 1)
-
-    def prepare():
-        buf[a] = 5  # copied before the baseline: not the access's copy
-
-    def access():
-        buf[a] = 6
-        buf[b] = 6
-
-    result = outside.watch(access, prepare=prepare, collect=lambda: bytes(buf[a:a + 1]))
+    # What prepare copies is set-up, copied before the baseline: not the access's copy.
+    result = outside.watch(writer(buf, [a, b], 6), prepare=writer(buf, [a], 5),
+                           collect=lambda: bytes(buf[a:a + 1]))
     assert result.copied_pages & page_range(start, len(buf)) == {(start + b) // PAGE}
     assert result.collected == b"\x06"
 
@@ -606,12 +596,7 @@ def test_cowmem_counts_the_ground_truth_buffer_exactly(k, stride):
     cowmem = pytest.importorskip("cowmem")
     buf = filled_bytearray(3200 * PAGE)
     start = address_of(buf)
-    offsets = written_offsets(start, k, stride)
-
-    def access():
-        for offset in offsets:
-            buf[offset] = 2
-
+    access = writer(buf, written_offsets(start, k, stride))
     region = {"buf": (start, start + len(buf))}
     theirs = cowmem.measure_fork(access, regions=region).regions["buf"] // PAGE
     ours = len(outside.watch(access).copied_pages & page_range(start, len(buf)))
@@ -635,17 +620,26 @@ def test_cowmem_agrees_on_an_iterated_list():
     in_data = pages_of(data)  # after the watch: the walk allocates
     ours = len(result.copied_pages & in_data)
     print(f"\nlist(range(10**5)) iterated, copied pages in the data: cowmem {theirs}, "
-          f"reference {ours} of {len(in_data)}; parent wrote {len(result.parent_written_pages & in_data)}")
-    # Iterating writes every element's reference count (not the item array).
+          f"reference {ours} of {len(in_data)}; not shared at the baseline "
+          f"{len(in_data - result.shared_pages)}, of which the parent wrote "
+          f"{len(result.parent_written_pages & in_data)}")
+    # Iterating writes every element's reference count (not the item array):
+    # each page holding one and shared at the baseline is copied.
     refcounts = {id(x) // PAGE for x in data if x > 256}
-    assert refcounts - result.parent_written_pages <= result.copied_pages
+    assert refcounts & result.shared_pages <= result.copied_pages
     assert within_bar(theirs, ours)
 
 
 @needs_root
 @pytest.mark.parametrize("kind", ["list", "ground truth"])
 def test_watching_the_child_a_fork_meter_measures(kind):
-    """cowmem's copied pages are among the outside's; inside the data they are the same."""
+    """cowmem's copied pages are among the outside's; inside the data they are the same.
+
+    Except for data pages cowmem could not observe: already the child's at
+    its baseline, because the parent wrote them after the fork or cowmem's
+    own set-up in the child copied them (a heap page the data shares with
+    its allocations).  cowmem reports how many (``unobserved``).
+    """
     cowmem = pytest.importorskip("cowmem")
     if kind == "list":
         data = list(range(10**5))
@@ -654,21 +648,22 @@ def test_watching_the_child_a_fork_meter_measures(kind):
     else:
         data = filled_bytearray(3200 * PAGE)
         start = address_of(data)
-        offsets = written_offsets(start, 1000, 3)
-
-        def access():
-            for offset in offsets:
-                data[offset] = 2
+        access = writer(data, written_offsets(start, 1000, 3))
         regions = {"data": (start, start + len(data))}
     meter = cowmem.ForkMeter(regions)
     try:
-        result = outside.watch(lambda: meter.run(access),
-                               collect=lambda: meter.report().copied_ranges)
+        result = outside.watch(lambda: meter.run(access), collect=lambda: (
+            meter.report().copied_ranges, meter.report().unobserved["data"] // PAGE))
     finally:
         meter.close()
-    theirs = cowmem_pages(result.collected)
+    ranges, unobserved = result.collected
+    theirs = cowmem_pages(ranges)
     in_data = pages_of(data) if kind == "list" else page_range(start, len(data))
-    print(f"\n{kind}: cowmem {len(theirs)} copied pages, {len(theirs & in_data)} in the data; "
-          f"outside {len(result.copied_pages)}, {len(result.copied_pages & in_data)} in the data")
+    missed = (result.copied_pages - theirs) & in_data
+    print(f"\n{kind}: cowmem {len(theirs)} copied pages, {len(theirs & in_data)} in the data "
+          f"({unobserved} unobserved); outside {len(result.copied_pages)}, "
+          f"{len(result.copied_pages & in_data)} in the data")
     assert theirs <= result.copied_pages
-    assert theirs & in_data == result.copied_pages & in_data
+    assert len(missed) <= unobserved
+    if kind == "ground truth":  # nothing else lives in the buffer
+        assert theirs & in_data == result.copied_pages & in_data

@@ -74,9 +74,10 @@ class ChildTimeoutError(OutsideError):
 class OutsideResult:
     """The pages one access changed in a forked child, by page number (address >> 12).
 
-    - ``copied_pages``: the child's frame at the baseline was the parent's
-      frame at the baseline (shared, not the zero page), and after the
-      access the child has another present frame.
+    - ``shared_pages``: the child's frame at the baseline was the parent's
+      frame at the baseline (present, not the zero page).
+    - ``copied_pages``: shared pages where, after the access, the child has
+      another present frame.
     - ``fresh_pages``: not present, or the zero page, at the baseline;
       present (not the zero page) after.
     - ``child_exclusive_pages``: after the access, present anonymous pages
@@ -89,6 +90,7 @@ class OutsideResult:
     ``frames(page)`` gives the raw frame numbers of one page.
     """
 
+    shared_pages: FrozenSet[int]
     copied_pages: FrozenSet[int]
     fresh_pages: FrozenSet[int]
     child_exclusive_pages: FrozenSet[int]
@@ -96,6 +98,12 @@ class OutsideResult:
     collected: Any
     _pages: np.ndarray
     _entries: Dict[str, np.ndarray]
+
+    def __repr__(self) -> str:
+        counts = ", ".join(f"{name}={len(getattr(self, name))}" for name in (
+            "shared_pages", "copied_pages", "fresh_pages", "child_exclusive_pages",
+            "parent_written_pages"))
+        return f"OutsideResult({counts} pages, collected={self.collected!r})"
 
     def frames(self, page: int) -> Dict[str, Optional[int]]:
         """The frame of ``page`` at each moment, None when not present.
@@ -504,6 +512,7 @@ def _result(plan: _Plan, extra_baseline: Dict[Range, np.ndarray],
         (pfn["parent_at_fork"] != pfn["parent_after"])
     order = np.argsort(pages, kind="stable")
     return OutsideResult(
+        shared_pages=_page_set(pages[shared]),
         copied_pages=_page_set(pages[copied]),
         fresh_pages=_page_set(pages[fresh]),
         child_exclusive_pages=_page_set(pages[exclusive]),
