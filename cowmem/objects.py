@@ -167,9 +167,10 @@ class Walker:
 
     def _groups(self, level: List[Any], ids: np.ndarray) -> List[Tuple[type, List[Any], np.ndarray]]:
         """The objects of ``level`` (at ``ids``) by type."""
+        one = set(map(type, level))
+        if len(one) == 1:
+            return [(one.pop(), level, ids)]
         kinds = list(map(type, level))
-        if len(set(kinds)) == 1:
-            return [(kinds[0], level, ids)]
         type_ids = addresses(kinds)
         order = np.argsort(type_ids, kind="stable")
         bounds = np.flatnonzero(np.diff(type_ids[order])) + 1
