@@ -30,6 +30,8 @@ COMMANDS = {
                "asv results side by side per environment, and the upgrade gate"),
     "publish": ("cowmem.commands.publish",
                 "the offline site: cowmem's overview, the upgrade page, the report, asv's graphs"),
+    "watch": ("cowmem.commands.watch",
+              "watch a prefork server: what each worker copied from its parent, over time"),
 }
 
 

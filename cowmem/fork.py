@@ -17,7 +17,7 @@ import threading
 import time
 import traceback
 import warnings
-from typing import Any, Callable, Mapping, Tuple, Union
+from typing import Any, Callable, Mapping, Optional, Tuple, Union
 
 from .errors import (ChildExitedError, ChildKilledError, ChildTimeoutError,
                      CowmemError)
@@ -32,7 +32,9 @@ def measure_fork(access: Callable[[], Any], *,
                  regions: Union[Mapping[str, RegionSpec], Regions, None] = None,
                  timeout: float = 60.0,
                  cross_checks: bool = True,
-                 explain: bool = False) -> ForkReport:
+                 explain: bool = False,
+                 prepare: Optional[Callable[[], Any]] = None,
+                 finish: Optional[Callable[[], Any]] = None) -> ForkReport:
     """Fork, run ``access()`` once in the child, and report what it copied.
 
     ``access`` sees everything the parent built, as any forked child does;
@@ -46,12 +48,18 @@ def measure_fork(access: Callable[[], Any], *,
     the two snapshots; without them those fields are None.  With
     ``explain=True`` the parent also serves the child's write-protect faults
     and names the write that caused each copied page (needs userfaultfd).
+    ``prepare`` and ``finish``, if given, run in the child before the
+    baseline snapshot and after the last one (also when the access raised):
+    what they write is not counted (see :meth:`ForkMeter.run`).  They are
+    for the caller's own set-up of the child and for sending results back
+    through channels of the caller's.
 
     Raises UnsupportedPlatformError, AccessError, ChildKilledError,
     ChildExitedError or ChildTimeoutError; the child is reaped in every case.
     """
-    if not callable(access):
-        raise TypeError(f"access must be callable with no arguments, not {type(access).__name__}")
+    for name, step in (("access", access), ("prepare", prepare or access), ("finish", finish or access)):
+        if not callable(step):
+            raise TypeError(f"{name} must be callable with no arguments, not {type(step).__name__}")
     if timeout is None or not timeout > 0:
         raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
     tracer = None
@@ -68,7 +76,7 @@ def measure_fork(access: Callable[[], Any], *,
             for stream in (sys.stdout, sys.stderr):
                 if stream is not None:
                     stream.flush()
-            payload, status = _fork_and_collect(meter, access, tracer, timeout)
+            payload, status = _fork_and_collect(meter, access, prepare, finish, tracer, timeout)
             # The child's own failure first: a handler that broke with it
             # must not hide it.
             _outcome(payload, status)
@@ -82,8 +90,8 @@ def measure_fork(access: Callable[[], Any], *,
     return report
 
 
-def _fork_and_collect(meter: ForkMeter, access: Callable[[], Any], tracer: Any,
-                      timeout: float) -> Tuple[bytes, int]:
+def _fork_and_collect(meter: ForkMeter, access: Callable[[], Any], prepare: Optional[Callable[[], Any]],
+                      finish: Optional[Callable[[], Any]], tracer: Any, timeout: float) -> Tuple[bytes, int]:
     """Fork, have the child measure, and return its message and wait status.
 
     From the fork on, any way out of here reaps the child.
@@ -97,7 +105,7 @@ def _fork_and_collect(meter: ForkMeter, access: Callable[[], Any], tracer: Any,
         raise
     if pid == 0:
         os.close(read_fd)
-        _child_main(meter, access, write_fd, tracer)  # never returns
+        _child_main(meter, access, prepare, finish, write_fd, tracer)  # never returns
     try:
         os.close(write_fd)
         if tracer is not None:
@@ -112,14 +120,15 @@ def _fork_and_collect(meter: ForkMeter, access: Callable[[], Any], tracer: Any,
         os.close(read_fd)
 
 
-def _child_main(meter: ForkMeter, access: Callable[[], Any], write_fd: int, tracer: Any) -> None:
+def _child_main(meter: ForkMeter, access: Callable[[], Any], prepare: Optional[Callable[[], Any]],
+                finish: Optional[Callable[[], Any]], write_fd: int, tracer: Any) -> None:
     """The child: measure, send one pickled message on the pipe, and _exit."""
     status = 70
     try:
         try:
             if tracer is not None:
                 tracer.arm_child()
-            meter.run(access)
+            meter.run(access, prepare, finish)
             result: Tuple[str, Any] = ("ok", None)
         except CowmemError as failed:
             # AccessError, ExplainError...: each pickles as itself.

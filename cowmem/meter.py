@@ -129,12 +129,20 @@ class ForkMeter:
         """The anonymous private writable ranges measured ([start, stop) in bytes)."""
         return [(m.start, m.stop) for m in self._targets if m.label.startswith("[")]
 
-    def run(self, access: Callable[[], Any]) -> None:
+    def run(self, access: Callable[[], Any], prepare: Optional[Callable[[], Any]] = None,
+            finish: Optional[Callable[[], Any]] = None) -> None:
         """In the child: run ``access()`` between the two snapshots.
 
-        Raises AccessError, carrying the type and traceback, if it raises.
+        ``prepare()``, if given, runs before the baseline and ``finish()``
+        after the second snapshot (also when the access raised): neither is
+        counted.  A page ``prepare`` makes the child's is so before the
+        baseline, so a write to it by the access is not seen either (inside
+        a region it counts as unobserved).  Raises AccessError, carrying the
+        type and traceback, if any of the three raises (the access's first).
         """
         snaps, counters = self._snaps, self._counters
+        if prepare is not None:
+            _call_outside(prepare, "prepare")
         # Everything between the fork and the baseline may copy a page the
         # access would have copied: only reads into memory prepared by the parent.
         snaps.attach()
@@ -149,13 +157,21 @@ class ForkMeter:
         try:
             access()
         except BaseException as exc:
-            raise AccessError(f"{type(exc).__module__}.{type(exc).__qualname__}", str(exc),
-                              traceback.format_exc()) from None
-        t1 = time.perf_counter_ns()
-        snaps.take(1)
-        counters.read(1)
-        counters.finish(_fresh_in_new_mappings([(m.start, m.stop) for m in self._targets],
-                                               self._zero_frame), t1 - t0)
+            failure: Optional[AccessError] = _access_error(exc)
+        else:
+            t1 = time.perf_counter_ns()
+            snaps.take(1)
+            counters.read(1)
+            counters.finish(_fresh_in_new_mappings([(m.start, m.stop) for m in self._targets],
+                                                   self._zero_frame), t1 - t0)
+            failure = None
+        if finish is not None:
+            try:
+                _call_outside(finish, "finish")
+            except AccessError as error:
+                failure = failure or error
+        if failure is not None:
+            raise failure
 
     def report(self) -> ForkReport:
         """The report of the completed run (bytes, pages of 4 KiB)."""
@@ -171,6 +187,20 @@ class ForkMeter:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _access_error(exc: BaseException, where: str = "") -> AccessError:
+    """``exc``, raised in the child, with its type and traceback (call it in the except clause)."""
+    return AccessError(f"{type(exc).__module__}.{type(exc).__qualname__}", f"{where}{exc}",
+                       traceback.format_exc())
+
+
+def _call_outside(step: Callable[[], Any], name: str) -> None:
+    """Run a step the snapshots leave out (prepare, finish); AccessError if it raises."""
+    try:
+        step()
+    except BaseException as exc:
+        raise _access_error(exc, f"in {name}: ") from None
 
 
 def _prepare_snapshots() -> Tuple[list, _linux.PagemapSnapshots]:
