@@ -27,7 +27,7 @@ PARTS = ("object", "storage", "buffer")
 class TypeInfo(NamedTuple):
     """A layout code's type: its name and where its header lies (bytes)."""
 
-    name: str       # as layouts.type_name gives it: "int", "numpy.ndarray"
+    name: str       # as layouts.type_name gives it: "int", "ndarray"
     before: int     # bytes before the object's address (GC header, pre-header)
     gc: int         # of which the GC header
     header: int     # from the address to the end of the header

@@ -193,6 +193,11 @@ def header_bytes(tp: type, ascii_str: bool = False) -> int:
 
 
 def type_name(tp: type) -> str:
-    """``tp``'s name as cowmem reports it: ``int``, ``numpy.ndarray``, ``decimal.Decimal``."""
-    module, name = type.__dict__["__module__"].__get__(tp), type.__dict__["__qualname__"].__get__(tp)
-    return name if module == "builtins" else f"{module}.{name}"
+    """``tp``'s name in the object index and explanations: ``int``, ``ndarray``, ``Decimal``."""
+    return type.__dict__["__qualname__"].__get__(tp)
+
+
+def qualified_name(tp: type) -> str:
+    """``tp``'s name with its module, as the unlocated report gives it: ``decimal.Decimal``."""
+    module = type.__dict__["__module__"].__get__(tp)
+    return type_name(tp) if module == "builtins" else f"{module}.{type_name(tp)}"

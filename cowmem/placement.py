@@ -95,9 +95,10 @@ def _arrow_ranges(obj: Any, pa: Any) -> List[Range]:
     return []
 
 
-# How each kind of container owns memory outside its inline block: the C
-# __sizeof__ that counts exactly what cowmem places for it, and the facts
-# reading it needs.
+# The bases cowmem knows how to place (the storage methods below), with the
+# layout facts reading them needs.  Every type is placed as its nearest
+# base here, whose C __sizeof__ counts exactly what is placed; a type whose
+# own C __sizeof__ differs is compared with it per object.
 _PLACED: Dict[type, Tuple[str, ...]] = {
     object: (), tuple: (), int: (), bytes: (), float: (), complex: (), str: ("str",),
     list: (), dict: ("dict",), set: ("set",), frozenset: ("set",), deque: ("collections.deque",),
@@ -110,7 +111,7 @@ class _Kind:
 
     def __init__(self, tp: type, arrow: Any) -> None:
         self.tp = tp
-        self.name = layouts.type_name(tp)
+        self.name = layouts.qualified_name(tp)   # for the unlocated report
         self.before = layouts.before(tp)
         self.placed = next(k for k in tp.__mro__ if k in _PLACED)   # the base placed for it
         if self.placed is str and tp is not str:
@@ -133,6 +134,33 @@ class _Kind:
             issubclass(tp, (arrow.Buffer, arrow.Array, arrow.ChunkedArray, arrow.Table, arrow.RecordBatch))
         self.exports: Optional[bool] = False if self.placed is not object or self.arrow else None
         self.interface = self.placed is object and hasattr(tp, "__array_interface__")
+
+
+def _inline_sizes(kind: _Kind, objs: List[Any]) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    """Bytes from each object's address to the end of its inline part (not 3.13's values),
+    and for a str whether each is ASCII (else None)."""
+    if kind.tp is str:
+        return layouts.str_sizes(objs)
+    if kind.var:
+        return np.fromiter(map(kind.known_size, objs), _U64, len(objs)), None
+    return np.full(len(objs), kind.tp.__basicsize__, _U64), None
+
+
+def own_block(obj: Any) -> Range:
+    """``[start, stop)`` (bytes) of ``obj``'s own block: its GC header and pre-header,
+    header, inline items and (3.13+) inline attribute values; not what it owns elsewhere.
+
+    Reads only the object's type, size and, on 3.13+, its values' capacity.
+    Raises UnverifiedLayoutError if the facts it needs are not verified.
+    """
+    verify.require(*verify.CORE)
+    kind = _Kind(type(obj), None)
+    if kind.inline_values:
+        verify.require("instance attribute values")
+    size = int(_inline_sizes(kind, [obj])[0][0])
+    if kind.inline_values:
+        size += int(layouts.values_size(gather(np.array([id(obj) + kind.tp.__basicsize__], _U64), np.uint8))[0])
+    return id(obj) - kind.before, id(obj) + size
 
 
 class Rows:
@@ -194,13 +222,9 @@ class Placer:
         verify.require(*kind.facts)
         count = len(objs)
         code: Any = self.code(tp)
-        if tp is str:
-            sizes, ascii_ = layouts.str_sizes(objs)
+        sizes, ascii_ = _inline_sizes(kind, objs)
+        if ascii_ is not None:
             code = np.where(ascii_, self.code(str, True), code)
-        elif kind.var:
-            sizes = np.fromiter(map(kind.known_size, objs), _U64, count)
-        else:
-            sizes = np.full(count, tp.__basicsize__, _U64)
         if kind.hidden is not None:
             own = np.fromiter(map(kind.hidden, objs), _U64, count)
             known = sizes if tp is str else np.fromiter(map(kind.known_size, objs), _U64, count)
@@ -333,7 +357,7 @@ class Placer:
                 held += arr.ravel(order="K").tolist()
             elif kind == "T":
                 if arr.size and _has_arena_strings(arr):
-                    self._unlocated(unlocated, layouts.type_name(type(arr.dtype)), 1)
+                    self._unlocated(unlocated, layouts.qualified_name(type(arr.dtype)), 1)
             elif arr.dtype.hasobject:
                 self._unlocated(unlocated, "numpy.ndarray (structured, with objects)", 1)
         rows.add_ranges(extents, code, BUFFER, owners)
@@ -351,7 +375,7 @@ class Placer:
         rows.add_ranges([extent], code, BUFFER, [start])
         outside = 0 if start <= extent[0] < stop else extent[1] - extent[0]
         if _c_sizeof(type(obj))(obj) > stop - start + outside:   # e.g. an ndarray's dimensions
-            self._unlocated(unlocated, layouts.type_name(type(obj)), 1)
+            self._unlocated(unlocated, layouts.qualified_name(type(obj)), 1)
         return True
 
 _STORAGE: Dict[type, Callable[..., List[Any]]] = {
