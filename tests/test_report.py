@@ -32,6 +32,16 @@ from cowmem.reporters.text import render_table
 REPO = Path(__file__).resolve().parent.parent
 COMMITTED = REPO / "results"
 REGRESSED = ("list_int", "iterate", "freeze")
+# What the gate compares in one pair of runs: the three copy metrics of each
+# Copies combination, and Measured's track_child_mib for its two accesses.
+COMBINATIONS = len(combinations()) + 2
+VALUES = 3 * len(combinations()) + 2
+
+
+def counted(pairs: int, changed: int = 0, grew: int = 0, shrank: int = 0, failed: int = 0) -> str:
+    """The gate's verdict counts, over ``pairs`` pairs of runs."""
+    return (f"{pairs * COMBINATIONS} combinations compared ({pairs * VALUES} values): "
+            f"{changed} changed ({grew} grew, {shrank} shrank, {failed} failed on the new side)")
 
 
 @pytest.fixture(scope="session")
@@ -275,6 +285,16 @@ def test_the_same_environments_on_both_sides_are_refused(project: Project) -> No
     assert_one_line_error(done, "report", "select the same environments")
 
 
+def test_a_results_directory_is_not_compared_with_itself(project: Project) -> None:
+    # named twice, or once as a directory and once by selecting from the default
+    # results: the same files, which would compare equal with themselves
+    assert_one_line_error(cowmem("--compare", str(project.results), "results", cwd=project.root),
+                          "report", "select the same environments: nothing to compare")
+    assert_one_line_error(cowmem("--compare", "results", "machine=alpha", cwd=project.root),
+                          "report", "no environment of 'results' has a counterpart in "
+                          "'machine=alpha'")
+
+
 # --- the gate ----------------------------------------------------------------------
 
 def test_gate_is_quiet_on_two_runs_of_one_environment(real_project: Project) -> None:
@@ -291,8 +311,7 @@ def test_gate_is_quiet_on_two_runs_of_one_environment(real_project: Project) -> 
     assert "changed nothing; paired on commit, machine, python" in done.stdout
     assert changes(done) == []
     # every copy metric of both machines' shared commit, timing never
-    assert verdict(done) == ("ok: 26 combinations compared, 0 grew, 0 shrank, "
-                             "0 failed on the new side")
+    assert verdict(done) == "ok: " + counted(1)
     assert COST_BENCH not in done.stdout
 
 
@@ -304,8 +323,28 @@ def test_gate_trips_on_a_seeded_regression(project: Project) -> None:
     assert done.returncode == 1, done.stdout + done.stderr
     assert changes(done) == [f"grew   {DATA_BENCH} data=list_int access=iterate gc=freeze: "
                              "0 -> 12.5 (+12.5)"]
-    assert verdict(done).startswith("FAIL: 26 combinations compared, 1 grew")
+    assert verdict(done) == "FAIL: " + counted(1, changed=1, grew=1)
     assert snapshot(project.results) == before
+
+
+def test_gate_counts_combinations_each_of_one_kind(project: Project) -> None:
+    # one combination whose three copy metrics grew (a row of three changes), one
+    # that shrank, one whose data grew while its whole child shrank: 3 changed
+    add_environment(newest(project), "3.11.7", "2.2.6")
+    grown = {(bench, REGRESSED): value for bench, value in (
+        (DATA_BENCH, 12.5), (CHILD_BENCH, 16.5), (PER_ELEMENT_BENCH, 12.5 * 2**20 / SIZE))}
+    shrunk = {(DATA_BENCH, ("list_int", "sum", "plain")): 0.0}
+    mixed = {(DATA_BENCH, ("list_int", "iterate", "plain")): 2 * LIST_MIB,
+             (CHILD_BENCH, ("list_int", "iterate", "plain")): 0.0}
+    add_environment(newest(project), "3.13.0", "2.2.6", {**grown, **shrunk, **mixed})
+    done = cowmem("--compare", "python=3.11", "python=3.13", cwd=project.root)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert len(changes(done)) == 3 + 1 + 2
+    assert verdict(done) == "FAIL: " + counted(1, changed=3, grew=2, shrank=1)
+    comparison = gate.compare(*(selectors.select(s, lambda: load_results(project.results), None)
+                                for s in ("python=3.11", "python=3.13")))
+    assert sorted(row.kind for row in comparison.rows) == ["grew", "grew", "shrank"]
+    assert comparison.compared == COMBINATIONS and comparison.values == VALUES
 
 
 def test_gate_ignores_a_doubled_timing(project: Project) -> None:
@@ -387,7 +426,7 @@ def test_gate_compares_on_every_machine_that_has_both(project: Project) -> None:
         in done.stdout
     assert (f"grew   {DATA_BENCH} data=list_int access=iterate gc=freeze "
             "[py3.11.7 numpy 2.2.6 -> py3.13.0 numpy 2.2.6 on beta]: 0 -> 12.5") in done.stdout
-    assert "52 combinations compared, 1 grew" in done.stdout
+    assert verdict(done) == "FAIL: " + counted(2, changed=1, grew=1)
 
 
 def test_committed_results_3_12_to_3_13_flags_the_interned_strings() -> None:

@@ -19,7 +19,7 @@ import os
 import shutil
 import struct
 from pathlib import Path
-from typing import Iterator, List
+from typing import Iterator, List, Optional, Tuple
 
 import asv
 import pytest
@@ -30,7 +30,8 @@ from browser import Browser, StaticServer
 from cowmem.publish import PublishError, asvsite, vendor
 from cowmem.report import gate, selectors
 from cowmem.report.metrics import is_copy_metric
-from cowmem.report.results import load_results
+from cowmem.report.results import UnknownNameError, load_results
+from cowmem.reporters import text
 
 REPO = Path(__file__).resolve().parent.parent
 COMMITTED = REPO / "results"
@@ -294,24 +295,47 @@ def test_overview_shows_every_kind_in_every_environment(committed_server: Static
     committed_page.screenshot(screenshots / "overview.png")
 
 
-def upgrade_rows(browser: Browser, server: StaticServer, old: str, new: str) -> dict:
+def upgrade_page(browser: Browser, server: StaticServer, hash_: str) -> Tuple[str, str]:
+    """Open the upgrade page at ``#hash_``; its result's state (done, error...) and text."""
     browser.get("about:blank")
-    browser.get(f"{server.url}upgrade.html#from={old}&to={new}")
-    browser.wait_for("document.querySelector('#result').dataset.state === 'done'",
-                     "the upgrade page's result")
+    browser.get(f"{server.url}upgrade.html#{hash_}")
+    state = browser.wait_for("document.querySelector('#result').dataset.state !== 'loading'"
+                             " && document.querySelector('#result').dataset.state",
+                             "the upgrade page's result")
+    return state, browser.execute("return document.querySelector('#result').textContent")
+
+
+def upgrade_rows(browser: Browser, server: StaticServer, old: str, new: str) -> dict:
+    state, shown = upgrade_page(browser, server, f"from={old}&to={new}")
+    assert state == "done", shown
     return browser.execute(
         "return {rows: [...document.querySelectorAll('#changes tr.row')].map(r =>"
         " [r.dataset.from, r.dataset.to, r.dataset.params]),"
+        " kinds: [...document.querySelectorAll('#changes tr.row td:nth-child(2)')].map(td =>"
+        " td.textContent),"
+        " summary: document.querySelector('#summary').textContent,"
         " versions: [...document.querySelectorAll('section.pair')].map(s =>"
         " [s.dataset.from, s.dataset.to, [...s.querySelectorAll('tbody tr')].map(tr =>"
         " [...tr.children].map(c => c.textContent))])}")
 
 
-def python_rows(results_dir: Path, old: str, new: str) -> List[list]:
+def python_comparison(results_dir: Path, old: str, new: str) -> gate.Comparison:
     results = load_results(results_dir)
-    comparison = gate.compare(*(selectors.select(s, lambda: results, None) for s in (old, new)))
+    return gate.compare(*(selectors.select(s, lambda: results, None) for s in (old, new)))
+
+
+def python_rows(results_dir: Path, old: str, new: str) -> List[list]:
     return [[row.old.environment.name, row.new.environment.name,
-             " ".join(f"{k}={v}" for k, v in row.params.items())] for row in comparison.rows]
+             " ".join(f"{k}={v}" for k, v in row.params.items())]
+            for row in python_comparison(results_dir, old, new).rows]
+
+
+def assert_page_is_the_gate(shown: dict, results_dir: Path, old: str, new: str) -> None:
+    """The page lists the gate's rows, each of the gate's kind, and says the gate's counts."""
+    comparison = python_comparison(results_dir, old, new)
+    assert shown["rows"] == python_rows(results_dir, old, new)
+    assert shown["kinds"] == [row.kind for row in comparison.rows]
+    assert shown["summary"].endswith(f". {text.summary(comparison)}.")
 
 
 def test_upgrade_page_lists_the_interned_strings_first(committed_server: StaticServer,
@@ -354,8 +378,41 @@ def test_upgrade_page_shows_exact_versions(project: Project, server: StaticServe
 def test_page_and_gate_agree_on_the_committed_results(committed_server: StaticServer,
                                                       committed_page: Browser, old: str,
                                                       new: str) -> None:
-    assert upgrade_rows(committed_page, committed_server, old, new)["rows"] == \
-        python_rows(COMMITTED, old, new)
+    assert_page_is_the_gate(upgrade_rows(committed_page, committed_server, old, new),
+                            COMMITTED, old, new)
+
+
+@pytest.mark.parametrize("old, new, error", [
+    ("python=3.99", "python=3.13", "no environment matches python=3.99"),
+    ("python=3.12,python=3.13", "python=3.13", "no environment matches python=3.12,python=3.13"),
+    ("foo=1", "python=3.13", "key one of commit, machine, numpy, psutil, python"),
+    ("commit=f03da5", "python=3.13", "give at least 8 characters of the hash"),
+    ("machine=vm", "machine=vm", "select the same environments: nothing to compare"),
+    ("machine=vm", "python=3.13", "has a counterpart in python=3.13"),
+    ("commit=f03da5a0,python=3.12", "machine=vm,python=3.13", None),
+    (" python=3.12 , numpy=2.2 ", "python=3.13,numpy=2.2", None),
+    ("virtualenv-py3.12-numpy2.4.6-psutil", "virtualenv-py3.13", None),
+])
+def test_page_and_gate_agree_on_odd_selectors(committed_server: StaticServer,
+                                              committed_page: Browser, old: str, new: str,
+                                              error: Optional[str]) -> None:
+    """Both list the same rows, or both refuse the sides, the page in words (never blank)."""
+    if error is None:
+        assert_page_is_the_gate(upgrade_rows(committed_page, committed_server, old, new),
+                                COMMITTED, old, new)
+        return
+    with pytest.raises(UnknownNameError) as refused:
+        python_comparison(COMMITTED, old, new)
+    assert error in str(refused.value).replace("'", "")      # the gate quotes the sides
+    state, shown = upgrade_page(committed_page, committed_server, f"from={old}&to={new}")
+    assert state == "error" and error in shown
+
+
+def test_a_hash_that_is_not_percent_encoding_is_an_error_in_words(
+        committed_server: StaticServer, committed_page: Browser) -> None:
+    state, shown = upgrade_page(committed_page, committed_server, "from=%E0%A4%A&to=python%3D3.13")
+    assert state == "error"
+    assert shown.startswith("no environment matches %E0%A4%A at commit f03da5a0; environments: ")
 
 
 @pytest.mark.parametrize("old, new", [
@@ -363,8 +420,7 @@ def test_page_and_gate_agree_on_the_committed_results(committed_server: StaticSe
 ])
 def test_page_and_gate_agree_on_results_with_samples(project: Project, server: StaticServer,
                                                      page: Browser, old: str, new: str) -> None:
-    shown = upgrade_rows(page, server, old, new)["rows"]
-    assert shown == python_rows(project.results, old, new)
+    assert_page_is_the_gate(upgrade_rows(page, server, old, new), project.results, old, new)
 
 
 def test_regressions_page_says_why_it_is_empty(server: StaticServer, page: Browser,

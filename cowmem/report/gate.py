@@ -1,19 +1,23 @@
 """The upgrade gate: what changed between two sides, and whether it should refuse the upgrade.
 
-A combination (one benchmark's parameters, in one pair of runs) counts as
-changed when all of these hold:
+A combination is one benchmark class's parameter values (``data=list_int
+access=iterate gc=plain``) in one pair of runs; its values are those of each
+benchmark of the class compared (by default the three copy metrics).  A
+value changed when all of these hold:
 
 - the difference exceeds both thresholds, absolute (in the benchmark's unit)
   and relative to the old value;
 - the new value lies outside the old side's spread, and the old value
-  outside the new side's spread (a spread is the range of the combination's
+  outside the new side's spread (a spread is the range of the value's
   samples, else asv's statistics; results of one measurement have none);
 
 or when it was measured (or n/a) on the old side and failed on the new one.
-The gate trips when anything grew or failed.  Rows group the changes of one
-combination in one pair, largest change first: failures, then the largest
-difference in MiB, then in any other unit.  The upgrade page's script
-(``reporters/assets/selection.js``) applies the same rules to the same data.
+A changed combination is one row, with a kind: failed when any of its values
+failed, else grew when any grew, else shrank.  The gate trips when any
+combination grew or failed.  Rows come largest change first: failures, then
+the largest difference in MiB, then in any other unit.  The upgrade page's
+script (``reporters/assets/selection.js``) applies the same rules to the
+same data.
 """
 
 from __future__ import annotations
@@ -89,6 +93,12 @@ class Row:
     changes: Tuple[Change, ...]
     shown: Dict[str, Tuple[Value, Value]]       # each copy metric of the class: old, new
 
+    @property
+    def kind(self) -> str:
+        """"failed" when any value failed, else "grew" when any grew, else "shrank"."""
+        kinds = {change.kind for change in self.changes}
+        return next(kind for kind in ("failed", "grew", "shrank") if kind in kinds)
+
     def sort_key(self) -> tuple:
         """Descending: failures first, then the largest change in MiB, then in any other unit."""
         failed = any(c.kind == "failed" for c in self.changes)
@@ -109,14 +119,16 @@ class Comparison:
     thresholds: Thresholds
     benchmarks: Tuple[str, ...]
     compared: int                 # combinations compared, over every pair
-    with_spread: int              # ... of which both sides recorded a spread
-    rows: Tuple[Row, ...]
+    values: int                   # their values compared (one per benchmark of the class)
+    with_spread: int              # ... values of which both sides recorded a spread
+    rows: Tuple[Row, ...]         # one per changed combination
 
     def changes(self) -> List[Change]:
         return [change for row in self.rows for change in row.changes]
 
     def count(self, kind: str) -> int:
-        return sum(change.kind == kind for change in self.changes())
+        """Changed combinations of that kind: "grew", "shrank" or "failed" (see Row.kind)."""
+        return sum(row.kind == kind for row in self.rows)
 
     def tripped(self) -> bool:
         """True when any combination grew, or failed on the new side."""
@@ -135,14 +147,16 @@ def compare(old: Side, new: Side, thresholds: Thresholds = Thresholds(),
     names = {key[0] for run in (*old.runs, *new.runs) for key in run.values}
     benchmarks = tuple(select_benchmarks(names, bench, infos, copies_only=True))
     rows: List[Row] = []
-    compared = with_spread = 0
+    compared = values = with_spread = 0
     for old_run, new_run in pairing.pairs:
         grouped: Dict[Tuple[str, Tuple[str, ...]], List[Change]] = {}
+        combinations = set()
         for benchmark in benchmarks:
             for key in _keys(old_run, benchmark):
                 if key not in new_run.values:
                     continue
-                compared += 1
+                values += 1
+                combinations.add((_group(benchmark), key[1]))
                 old_spread, new_spread = old_run.spreads.get(key), new_run.spreads.get(key)
                 with_spread += old_spread is not None and new_spread is not None
                 kind = change_kind(old_run.values[key], new_run.values[key], old_spread,
@@ -152,13 +166,14 @@ def compare(old: Side, new: Side, thresholds: Thresholds = Thresholds(),
                     grouped.setdefault((_group(benchmark), key[1]), []).append(
                         Change(kind, benchmark, info.unit if info else "",
                                old_run.values[key], new_run.values[key]))
+        compared += len(combinations)
         for (group, combination), changes in grouped.items():
             benchmark = changes[0].benchmark
             rows.append(Row(old_run, new_run, group,
                             labels(benchmark, infos.get(benchmark), combination),
                             tuple(changes), _shown(old_run, new_run, group, combination)))
     rows.sort(key=Row.sort_key)
-    return Comparison(old, new, pairing, thresholds, benchmarks, compared, with_spread,
+    return Comparison(old, new, pairing, thresholds, benchmarks, compared, values, with_spread,
                       tuple(rows))
 
 

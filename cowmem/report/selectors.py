@@ -143,11 +143,14 @@ def pair(old: Side, new: Side) -> Pairing:
                     if not any(compatible(a, b) for a in values(old_fields, key)
                                for b in values(new_fields, key)))
     paired_on = tuple(key for key in dimensions if key not in changed)
-    pairs = tuple((a, b) for a in old.runs for b in new.runs if a is not b and all(
+    # One file is one run however it was reached (a directory named twice, or
+    # once as a directory and once through a selector): never its own pair.
+    where = {id(run): run.path.resolve() for run in (*old.runs, *new.runs)}
+    pairs = tuple((a, b) for a in old.runs for b in new.runs if where[id(a)] != where[id(b)] and all(
         compatible(old_fields[id(a)].get(key, ""), new_fields[id(b)].get(key, ""))
         for key in paired_on))
     if not pairs:
-        if {run.path for run in old.runs} == {run.path for run in new.runs}:
+        if {where[id(run)] for run in old.runs} == {where[id(run)] for run in new.runs}:
             raise UnknownNameError(f"{old.selector!r} and {new.selector!r} select the same "
                                    "environments: nothing to compare")
         raise UnknownNameError(f"no environment of {old.selector!r} has a counterpart in "

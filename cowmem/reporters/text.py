@@ -79,6 +79,19 @@ def _blocks(table: Table, cell_widths: Sequence[int], room: int) -> List[List[in
     return [block for block in blocks if block]
 
 
+def summary(comparison: Comparison) -> str:
+    """``612 combinations compared (1836 values): 71 changed (63 grew, 8 shrank, 0 failed ...)``.
+
+    Every count but the values' is of combinations, each changed one a row
+    of its kind (see cowmem.report.gate); the upgrade page's summary says the
+    same (``assets/upgrade.js``).
+    """
+    return (f"{comparison.compared} combinations compared ({comparison.values} values): "
+            f"{len(comparison.rows)} changed ({comparison.count('grew')} grew, "
+            f"{comparison.count('shrank')} shrank, {comparison.count('failed')} failed "
+            "on the new side)")
+
+
 def render_comparison(comparison: Comparison) -> str:
     """The gate's report: the pairs, every change (largest first), then a one-line verdict."""
     old, new, pairing = comparison.old, comparison.new, comparison.pairing
@@ -90,7 +103,7 @@ def render_comparison(comparison: Comparison) -> str:
     for run in pairing.unpaired:
         out.append(f"no counterpart: {run.environment} at {run.commit[:8]}")
     spread = (f"outside both sides' spread (recorded for {comparison.with_spread} of "
-              f"{comparison.compared} combinations; elsewhere the thresholds alone)")
+              f"{comparison.values} values; elsewhere the thresholds alone)")
     out.append(f"a change counts when it is {comparison.thresholds.describe()}, and {spread}")
     several = len(pairing.pairs) > 1
     for row in comparison.rows:
@@ -102,7 +115,5 @@ def render_comparison(comparison: Comparison) -> str:
             out.append(f"{change.kind:7}{change.benchmark}{params}{where}: "
                        f"{format_value(change.old)} -> {format_value(change.new)}{delta}")
     verdict = "FAIL" if comparison.tripped() else "ok"
-    out.append(f"{verdict}: {comparison.compared} combinations compared, "
-               f"{comparison.count('grew')} grew, {comparison.count('shrank')} shrank, "
-               f"{comparison.count('failed')} failed on the new side")
+    out.append(f"{verdict}: {summary(comparison)}")
     return "\n".join(out) + "\n"

@@ -11,10 +11,13 @@
      name or prefix; a side without commit= is taken at the default commit (publish's --commit, else the newest);
    - a dimension no value of one side is compatible with any of the other's
      is what changed; runs are paired on every other dimension;
-   - a combination changed when the difference exceeds both thresholds and
-     each side's value lies outside the other side's spread, or when it
-     failed on the new side; rows (one combination of one pair) are sorted
-     failures first, then by the largest change in MiB, then in other units. */
+   - a combination is one benchmark class's parameter values in one pair,
+     its values those of each benchmark of the class; a value changed when
+     the difference exceeds both thresholds and each side's value lies
+     outside the other side's spread, or when it failed on the new side;
+   - a changed combination is a row of one kind: failed when any value
+     failed, else grew when any grew, else shrank; rows are sorted failures
+     first, then by the largest change in MiB, then in other units. */
 var cowmemSelection = (function () {
     var MIN_COMMIT_PREFIX = 8;
 
@@ -64,7 +67,13 @@ var cowmemSelection = (function () {
         if (!namedCommit) {
             runs = runs.filter(function (run) { return run.commit === data.default_commit; });
         }
-        if (!runs.length) throw new SelectorError('no environment matches ' + selector);
+        if (!runs.length) {
+            var names = data.runs.map(function (run) { return run.env + ' on ' + run.machine; })
+                .filter(function (name, i, all) { return all.indexOf(name) === i; });
+            throw new SelectorError('no environment matches ' + selector +
+                                    (namedCommit ? '' : ' at commit ' + data.default_commit.slice(0, 8)) +
+                                    '; environments: ' + names.join(', '));
+        }
         return runs;
     }
 
@@ -119,6 +128,11 @@ var cowmemSelection = (function () {
         return [failed ? 0 : 1, -mib, -other];
     }
 
+    function rowKind(row) {
+        var kinds = row.changes.map(function (c) { return c.kind; });
+        return ['failed', 'grew', 'shrank'].filter(function (k) { return kinds.indexOf(k) !== -1; })[0];
+    }
+
     function compareKeys(a, b) {
         for (var i = 0; i < a.length; ++i) {
             if (a[i] < b[i]) return -1;
@@ -132,22 +146,27 @@ var cowmemSelection = (function () {
         var oldRuns = select(data, oldSelector), newRuns = select(data, newSelector);
         var pairing = pair(oldRuns, newRuns);
         if (!pairing.pairs.length) {
-            throw new SelectorError(oldSelector + ' and ' + newSelector +
-                                    ' have no environments to compare with each other');
+            var same = oldRuns.length === newRuns.length &&
+                oldRuns.every(function (run) { return newRuns.indexOf(run) !== -1; });
+            throw new SelectorError(same ? oldSelector + ' and ' + newSelector +
+                                    ' select the same environments: nothing to compare'
+                : 'no environment of ' + oldSelector + ' has a counterpart in ' + newSelector +
+                  ' (paired on ' + (pairing.pairedOn.join(', ') || 'nothing') + ')');
         }
         var names = Object.keys(data.benchmarks).sort();
-        var rows = [], compared = 0;
+        var rows = [], compared = 0, values = 0;
         pairing.pairs.forEach(function (p) {
-            var a = p[0], b = p[1], grouped = {}, order = [];
+            var a = p[0], b = p[1], grouped = {}, order = [], combinations = {};
             names.forEach(function (name) {
                 var bench = data.benchmarks[name];
                 bench.combinations.forEach(function (combination, i) {
                     var before = a.values[name][i], after = b.values[name][i];
                     if (before === '-' || after === '-') return;
-                    compared += 1;
+                    var key = group(name) + '\u0000' + combination.join('\u0000');
+                    values += 1;
+                    combinations[key] = true;
                     var kind = changeKind(before, after, a.spreads[name][i], b.spreads[name][i], data.thresholds);
                     if (!kind) return;
-                    var key = group(name) + '\u0000' + combination.join('\u0000');
                     if (!grouped[key]) {
                         grouped[key] = {old: a, new: b, group: group(name), params: bench.labels[i],
                                         text: bench.texts[i], combination: combination, changes: []};
@@ -157,11 +176,15 @@ var cowmemSelection = (function () {
                                                old: before, new: after});
                 });
             });
+            compared += Object.keys(combinations).length;
             order.forEach(function (key) { rows.push(grouped[key]); });
         });
         var keyed = rows.map(function (row, i) { return [sortKey(row), i, row]; });
         keyed.sort(function (x, y) { return compareKeys(x[0], y[0]) || x[1] - y[1]; });
-        return {pairing: pairing, compared: compared, rows: keyed.map(function (k) { return k[2]; })};
+        rows = keyed.map(function (k) { return k[2]; });
+        var counts = {grew: 0, shrank: 0, failed: 0};
+        rows.forEach(function (row) { row.kind = rowKind(row); counts[row.kind] += 1; });
+        return {pairing: pairing, compared: compared, values: values, counts: counts, rows: rows};
     }
 
     /* Every copy metric of the row's combination on both sides: method -> [old, new]. */

@@ -14,11 +14,16 @@
         return node;
     }
 
+    /* from= and to= of the URL hash; a part that is not valid percent-encoding is
+       kept as it is, so that the selector it was meant as is reported. */
     function parseHash() {
         var out = {};
+        function decode(text) {
+            try { return decodeURIComponent(text); } catch (e) { return text; }
+        }
         location.hash.replace(/^#/, '').split('&').forEach(function (part) {
             var at = part.indexOf('=');
-            if (at > 0) out[decodeURIComponent(part.slice(0, at))] = decodeURIComponent(part.slice(at + 1));
+            if (at > 0) out[decode(part.slice(0, at))] = decode(part.slice(at + 1));
         });
         return out;
     }
@@ -64,11 +69,9 @@
                 var v = shown[metric];
                 return el('td', {class: 'num', text: v ? format(v[0]) + ' \u2192 ' + format(v[1]) : '-'});
             }
-            var kinds = row.changes.map(function (c) { return c.kind; })
-                .filter(function (k, j, all) { return all.indexOf(k) === j; }).join(', ');
             var tr = el('tr', {class: 'row', 'data-params': row.text,
                                'data-from': row.old.env, 'data-to': row.new.env}, [
-                el('td', {text: String(i + 1)}), el('td', {class: kinds, text: kinds})]
+                el('td', {text: String(i + 1)}), el('td', {class: row.kind, text: row.kind})]
                 .concat(params.map(function (p) { return el('td', {text: row.params[p] || ''}); }))
                 .concat([el('td', {text: row.old.label}), el('td', {text: row.new.label}),
                          both('track_data_mib'), both('track_bytes_per_element'), both('track_child_mib'),
@@ -80,9 +83,23 @@
             el('tbody', {}, body)]);
     }
 
+    /* Any failure is shown as text in place of the result, never as a blank page. */
     function show() {
-        var hash = parseHash();
         var out = document.getElementById('result');
+        try {
+            render(out);
+        } catch (e) {
+            out.textContent = '';
+            out.appendChild(el('p', {class: 'error', text: e instanceof cowmemSelection.SelectorError
+                ? e.message : 'The page failed: ' + e}));
+            out.setAttribute('data-state', 'error');
+        }
+    }
+
+    function render(out) {
+        if (!data) throw new Error('its data (' + document.querySelector('script[src$="-data.js"]').src +
+                                   ') did not load');
+        var hash = parseHash();
         out.textContent = '';
         document.getElementById('from').value = hash.from || '';
         document.getElementById('to').value = hash.to || '';
@@ -91,22 +108,15 @@
             out.setAttribute('data-state', 'empty');
             return;
         }
-        var result;
-        try {
-            result = cowmemSelection.compare(data, hash.from, hash.to);
-        } catch (e) {
-            if (!(e instanceof cowmemSelection.SelectorError)) throw e;
-            out.appendChild(el('p', {class: 'error', text: e.message}));
-            out.setAttribute('data-state', 'error');
-            return;
-        }
-        var counts = {grew: 0, shrank: 0, failed: 0};
-        result.rows.forEach(function (r) { r.changes.forEach(function (c) { counts[c.kind] += 1; }); });
+        var result = cowmemSelection.compare(data, hash.from, hash.to);
+        var counts = result.counts;
+        /* The words of cowmem report --compare's verdict (reporters/text.py summary). */
         out.appendChild(el('p', {id: 'summary', text:
             hash.from + ' \u2192 ' + hash.to + ': changed ' + (result.pairing.changed.join(', ') || 'nothing') +
             '; paired on ' + (result.pairing.pairedOn.join(', ') || 'nothing') + '. ' +
-            result.compared + ' combinations compared: ' + result.rows.length + ' changed (' +
-            counts.grew + ' grew, ' + counts.shrank + ' shrank, ' + counts.failed + ' failed).'}));
+            result.compared + ' combinations compared (' + result.values + ' values): ' +
+            result.rows.length + ' changed (' + counts.grew + ' grew, ' + counts.shrank + ' shrank, ' +
+            counts.failed + ' failed on the new side).'}));
         out.appendChild(el('h2', {text: 'What changed, largest change first'}));
         out.appendChild(result.rows.length ? rowsTable(result)
             : el('p', {id: 'nothing', text: 'No combination changed beyond the thresholds and both sides\u2019 spread.'}));
@@ -129,15 +139,15 @@
         location.hash = 'from=' + encodeURIComponent(document.getElementById('from').value.trim()) +
             '&to=' + encodeURIComponent(document.getElementById('to').value.trim());
     });
+    window.addEventListener('hashchange', show);
+    show();
     var suggestions = document.getElementById('selectors');
     var seen = {};
-    data.runs.forEach(function (run) {
+    (data ? data.runs : []).forEach(function (run) {
         Object.keys(run.fields).forEach(function (key) {
             var value = key === 'commit' ? run.fields[key].slice(0, 8) : run.fields[key];
             var option = key + '=' + value;
             if (value && !seen[option]) { seen[option] = true; suggestions.appendChild(el('option', {value: option})); }
         });
     });
-    window.addEventListener('hashchange', show);
-    show();
 })();
