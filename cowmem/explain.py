@@ -3,7 +3,7 @@
 Right after the fork the child hands a userfaultfd to the parent, which
 write-protects the child's anonymous memory through it and then serves
 every first write to a page: it records the exact address and lifts the
-protection of that page, so the child goes on (see DESIGN.md, "Explaining
+protection of that page, so the child goes on (docs/method.md, "Explaining
 copies").  The parent then classifies each page's first-write address
 against an address index of the data built before the fork: an object's
 reference count, its GC header, another header field, its payload, or
@@ -584,7 +584,10 @@ class FaultTracer:
         """
         if self._thread is not None:
             os.write(self._stop_pipe[1], b"x")
-            self._thread.join()
+            try:
+                self._thread.join()
+            except RuntimeError:
+                pass  # a Ctrl-C inside start_serving's Thread.start(): it never started
             self._thread = None
         for end in self._ends:
             if end is not None:

@@ -1,37 +1,56 @@
 """Fork a child, run one access in it, and report what the access copied.
 
 The measuring itself is a ForkMeter's (see meter.py); this module forks,
-waits with a deadline, reaps the child whatever happens, and turns each
-way a child can fail into its own exception.
+waits with a deadline, ends the child and everything it started whatever
+happens (see children.py), and turns each way a child can fail into its
+own exception.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 import os
 import pickle
 import select
-import signal
 import sys
 import threading
 import time
 import traceback
 import warnings
-from typing import Any, Callable, Mapping, Tuple, Union
+from typing import Any, Callable, List, Mapping, Optional, Tuple, Union
 
-from .errors import (ChildExitedError, ChildKilledError, ChildTimeoutError,
-                     CowmemError)
-from .meter import ForkMeter, ForkReport, RegionSpec, Regions, copied_page_numbers
+from . import _linux, children
+from .errors import (ChildExitedError, ChildKilledError, ChildLostError, ChildTimeoutError,
+                     CowmemError, DescriptorsClosedError, InvalidArgumentError)
+from .meter import ForkMeter, ForkReport, RegionSpec, Regions, copied_page_numbers, located
 
 
 class ForkSafetyWarning(RuntimeWarning):
     """The parent runs other threads: the child inherits only the forking one."""
 
 
+# The child's exit status when it could not send its report.
+_UNSENT = 70
+# Set in the child's note when the pipe to the parent was closed or replaced.
+_PIPE_GONE = 1
+# The longest single wait, in seconds: any timeout, infinity included, is waited out in such steps.
+LONGEST_WAIT = 3600.0
+
+
+def check_timeout(timeout: Any) -> float:
+    """``timeout`` as seconds: a positive real number, infinity for none; else InvalidArgumentError."""
+    if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real) or not timeout > 0:
+        raise InvalidArgumentError(f"timeout must be a positive number of seconds "
+                                   f"(float('inf') for none), not {timeout!r}")
+    return float(timeout)
+
+
 def measure_fork(access: Callable[[], Any], *,
                  regions: Union[Mapping[str, RegionSpec], Regions, None] = None,
                  timeout: float = 60.0,
-                 cross_checks: bool = True,
+                 cross_checks: bool = False,
                  explain: bool = False) -> ForkReport:
     """Fork, run ``access()`` once in the child, and report what it copied.
 
@@ -39,82 +58,99 @@ def measure_fork(access: Callable[[], Any], *,
     its return value is discarded.  ``regions`` maps a name to an object
     (located with :func:`cowmem.memory_ranges`) or to an address range
     ``(start, stop)`` in bytes (a tuple of exactly two ints is always taken
-    as a range), or is a :class:`Regions` located earlier, to measure the
+    as a range; it counts the private writable memory mapped inside it when
+    located), or is a :class:`Regions` located earlier, to measure the
     same data repeatedly; the report gives the copied bytes inside each.
-    ``cross_checks`` also reads ``smaps_rollup`` before and after (the USS
-    and Private_Dirty deltas): two more page-table walks, about as long as
-    the two snapshots; without them those fields are None.  With
-    ``explain=True`` the parent also serves the child's write-protect faults
-    and names the write that caused each copied page (needs userfaultfd).
+    ``timeout`` is in seconds (``float("inf")``: none).  ``cross_checks``
+    also reads ``smaps_rollup`` before and after (the USS and Private_Dirty
+    deltas): two more page-table walks, about as long as the two
+    snapshots; without them those fields are None.  With ``explain=True``
+    the parent also serves the child's write-protect faults and names the
+    write that caused each copied page (needs userfaultfd).
 
-    Raises UnsupportedPlatformError, AccessError, ChildKilledError,
-    ChildExitedError or ChildTimeoutError; the child is reaped in every case.
+    The child leads its own process group: whatever the access forks and
+    leaves running is killed with it when the measurement ends.
+
+    Raises InvalidArgumentError before forking, UnsupportedPlatformError,
+    AccessError, ChildKilledError, ChildExitedError, ChildTimeoutError,
+    DescriptorsClosedError or ChildLostError; the child is reaped in every
+    case, Ctrl-C included.
     """
     if not callable(access):
-        raise TypeError(f"access must be callable with no arguments, not {type(access).__name__}")
-    if timeout is None or not timeout > 0:
-        raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
+        raise InvalidArgumentError(f"access must be callable with no arguments, not {type(access).__name__}")
+    timeout = check_timeout(timeout)
+    regions = located(regions)  # once, for the meter and the tracer
     tracer = None
     if explain:
         from .explain import FaultTracer
-        if not isinstance(regions, Regions):
-            regions = Regions(regions)  # locate once, for the meter and the tracer
         tracer = FaultTracer(regions.objects)
         tracer.before_fork()
     try:
         _warn_if_threaded()
-        with ForkMeter(regions, cross_checks=cross_checks) as meter:
-            for stream in (sys.stdout, sys.stderr):
-                if stream is not None:
-                    stream.flush()
-            payload, status = _fork_and_collect(meter, access, tracer, timeout)
-            # The child's own failure first: a handler that broke with it
-            # must not hide it.
-            _outcome(payload, status)
-            report = meter.report()
-            if tracer is not None:
-                explanation = tracer.stop().restrict(copied_page_numbers(report))
-                report = dataclasses.replace(report, explanation=explanation)
+        note = _linux.shared_buffer(_linux.PAGE_SIZE, populate=False)
+        try:
+            with ForkMeter(regions, cross_checks=cross_checks) as meter:
+                for stream in (sys.stdout, sys.stderr):
+                    if stream is not None:
+                        stream.flush()
+                payload, status = _fork_and_collect(meter, access, tracer, timeout, note)
+                # The child's own failure first: a handler that broke with it
+                # must not hide it.
+                _outcome(payload, status, note[0])
+                report = meter.report()
+                if tracer is not None:
+                    explanation = tracer.stop().restrict(copied_page_numbers(report))
+                    report = dataclasses.replace(report, explanation=explanation)
+        finally:
+            note.close()
     finally:
         if tracer is not None:
-            tracer.close()
+            with children.deferred_signals():
+                tracer.close()
     return report
 
 
-def _fork_and_collect(meter: ForkMeter, access: Callable[[], Any], tracer: Any,
-                      timeout: float) -> Tuple[bytes, int]:
-    """Fork, have the child measure, and return its message and wait status.
+def _fork_and_collect(meter: ForkMeter, access: Callable[[], Any], tracer: Any, timeout: float,
+                      note: Any) -> Tuple[bytes, Optional[int]]:
+    """Fork, have the child measure, and return its message and wait status (None: reaped elsewhere).
 
-    From the fork on, any way out of here reaps the child.
+    From the fork on, any way out of here ends the child and its process group.
     """
     read_fd, write_fd = os.pipe()
+    pipe = os.fstat(write_fd)
+    pid, pidfd = -1, None
     try:
-        pid = os.fork()
-    except BaseException:
-        os.close(read_fd)
+        with children.deferred_signals() as handlers:
+            pid = os.fork()
+            if pid == 0:
+                _child_main(meter, access, read_fd, write_fd, (pipe.st_dev, pipe.st_ino),
+                            tracer, handlers, note)  # never returns
+            children.lead_own_group(pid)
+            pidfd = children.open_pidfd(pid)
+            if tracer is not None:
+                tracer.start_serving(pid)
         os.close(write_fd)
-        raise
-    if pid == 0:
-        os.close(read_fd)
-        _child_main(meter, access, write_fd, tracer)  # never returns
-    try:
-        os.close(write_fd)
-        if tracer is not None:
-            tracer.start_serving(pid)
+        write_fd = -1
+        payload = _collect(pid, pidfd, read_fd, timeout)
     except BaseException:
-        os.close(read_fd)
-        _kill_and_reap(pid)
+        if pid > 0:
+            children.end(pid)
         raise
-    try:
-        return _collect(pid, read_fd, timeout)  # reaps the child on every path
+    else:
+        return payload, children.end(pid)
     finally:
-        os.close(read_fd)
+        for fd in (read_fd, write_fd, pidfd if pidfd is not None else -1):
+            if fd >= 0:
+                os.close(fd)
 
 
-def _child_main(meter: ForkMeter, access: Callable[[], Any], write_fd: int, tracer: Any) -> None:
+def _child_main(meter: ForkMeter, access: Callable[[], Any], read_fd: int, write_fd: int,
+                pipe: Tuple[int, int], tracer: Any, handlers: children.Handlers, note: Any) -> None:
     """The child: measure, send one pickled message on the pipe, and _exit."""
-    status = 70
+    status = _UNSENT
     try:
+        children.become_child(handlers)
+        os.close(read_fd)
         try:
             if tracer is not None:
                 tracer.arm_child(meter.anonymous_ranges())
@@ -125,10 +161,14 @@ def _child_main(meter: ForkMeter, access: Callable[[], Any], write_fd: int, trac
             result = ("error", failed)
         except BaseException as exc:
             result = ("internal", (f"{type(exc).__qualname__}: {exc}", traceback.format_exc()))
-        data = memoryview(pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
-        while data:
-            data = data[os.write(write_fd, data):]
-        status = 0
+        message = _pickled(result)
+        if not _is_pipe(write_fd, pipe):
+            note[0] = _PIPE_GONE   # the access closed it, or replaced it with a file of its own
+        else:
+            data = memoryview(message)
+            while data:
+                data = data[os.write(write_fd, data):]
+            status = 0
     finally:
         for stream in (sys.stdout, sys.stderr):
             try:
@@ -136,6 +176,26 @@ def _child_main(meter: ForkMeter, access: Callable[[], Any], write_fd: int, trac
             except BaseException:
                 pass
         os._exit(status)
+
+
+def _pickled(result: Tuple[str, Any]) -> bytes:
+    try:
+        return pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:
+        # Only an error can fail to pickle ("ok" and "internal" carry
+        # strings): send what it said as strings instead.
+        error = result[1]
+        return pickle.dumps(("internal", (f"{type(error).__qualname__} could not be pickled to the parent "
+                                          f"({type(exc).__name__}: {exc}); it said:", str(error))),
+                            protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _is_pipe(fd: int, pipe: Tuple[int, int]) -> bool:
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        return False
+    return (st.st_dev, st.st_ino) == pipe
 
 
 def _warn_if_threaded() -> None:
@@ -148,48 +208,43 @@ def _warn_if_threaded() -> None:
             ForkSafetyWarning, stacklevel=3)
 
 
-def _collect(pid: int, read_fd: int, timeout: float) -> Tuple[bytes, int]:
-    """Read the child's report until EOF, then reap it; kill it on a deadline.
+def _collect(pid: int, pidfd: Optional[int], read_fd: int, timeout: float) -> bytes:
+    """Read the child's message until it has exited; raise ChildTimeoutError at the deadline.
 
-    The child is reaped on every path out of here, Ctrl-C included.
+    The child is left unreaped, for ``children.end``.  Its exit shows on
+    the pidfd; without one it is polled now and then.  EOF alone is not
+    enough: a grandchild may hold the pipe open, or the child may still be
+    exiting.
     """
     deadline = time.monotonic() + timeout
-    chunks = []
-    status = None
-    try:
-        pidfd = os.pidfd_open(pid) if hasattr(os, "pidfd_open") else None
-    except OSError:
-        pidfd = None
-    try:
-        watch = [read_fd] + ([pidfd] if pidfd is not None else [])
-        eof = False
-        while not eof:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise ChildTimeoutError(timeout)
-            # Without a pidfd, poll the child now and then: a grandchild
-            # holding the pipe open must not hide the child's exit.
-            ready, _, _ = select.select(watch, [], [], left if pidfd is not None else min(left, 0.1))
-            if read_fd in ready:
-                chunk = os.read(read_fd, 1 << 20)
-                eof = not chunk
+    chunks: List[bytes] = []
+    poller = select.poll()
+    poller.register(read_fd, select.POLLIN)
+    if pidfd is not None:
+        poller.register(pidfd, select.POLLIN)
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise ChildTimeoutError(timeout)
+        step = min(left, LONGEST_WAIT if pidfd is not None else 0.05)
+        ready = {fd for fd, _ in poller.poll(math.ceil(step * 1000))}
+        if read_fd in ready:
+            chunk = os.read(read_fd, 1 << 20)
+            if chunk:
                 chunks.append(chunk)
-            elif pidfd in ready or pidfd is None:
-                done, status = os.waitpid(pid, os.WNOHANG)
-                if done:
-                    chunks.append(_drain(read_fd))
-                    break
-        if status is None:
-            remaining = max(deadline - time.monotonic(), 0.0)
-            status = _wait(pid, remaining, timeout)
-    except BaseException:
-        if status is None:
-            _kill_and_reap(pid)
-        raise
-    finally:
-        if pidfd is not None:
-            os.close(pidfd)
-    return b"".join(chunks), status
+            else:
+                poller.unregister(read_fd)
+        if (pidfd in ready) if pidfd is not None else _exited(pid):
+            chunks.append(_drain(read_fd))
+            return b"".join(chunks)
+
+
+def _exited(pid: int) -> bool:
+    """The child has ended (or was reaped by someone else); it is not reaped here."""
+    try:
+        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return True
 
 
 def _drain(fd: int) -> bytes:
@@ -206,47 +261,26 @@ def _drain(fd: int) -> bytes:
     return b"".join(parts)
 
 
-def _wait(pid: int, remaining: float, timeout: float) -> int:
-    """waitpid with a deadline (the child closed its pipe: it is exiting)."""
-    end = time.monotonic() + remaining
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return status
-        if time.monotonic() >= end:
-            raise ChildTimeoutError(timeout)
-        time.sleep(0.001)
-
-
-def _kill_and_reap(pid: int) -> None:
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    while True:
-        try:
-            os.waitpid(pid, 0)
-            return
-        except InterruptedError:
-            continue
-        except ChildProcessError:
-            return
-
-
-def _outcome(payload: bytes, status: int) -> None:
-    if os.WIFSIGNALED(status):
+def _outcome(payload: bytes, status: Optional[int], note: int) -> None:
+    if status is not None and os.WIFSIGNALED(status):
         raise ChildKilledError(os.WTERMSIG(status))
     if not payload:
+        if note == _PIPE_GONE:
+            raise DescriptorsClosedError(
+                "the access closed or replaced file descriptors it did not open (os.closerange?), "
+                "among them the pipe cowmem's child reports through: nothing was measured")
+        if status is None:
+            raise ChildLostError(
+                "the child was reaped by someone else before it reported (SIGCHLD ignored, or a "
+                "SIGCHLD handler that waits for every child): cowmem cannot tell how it ended")
         raise ChildExitedError(os.waitstatus_to_exitcode(status) if hasattr(os, "waitstatus_to_exitcode")
                                else os.WEXITSTATUS(status))
     try:
         kind, value = pickle.loads(payload)
     except Exception as exc:
-        raise CowmemError(f"the child's report could not be read ({exc})") from None
+        raise CowmemError(f"the child's report could not be read ({type(exc).__name__}: {exc})") from None
     if kind == "error":
         raise value
     if kind != "ok":
         line, child_traceback = value
         raise CowmemError(f"cowmem failed inside the child: {line}\n{child_traceback}")
-
-

@@ -2,26 +2,27 @@
 
 A ForkMeter is made in the parent before the fork (it reads the maps,
 locates the regions and allocates every buffer there), runs the access in
-the child between two pagemap snapshots, and builds the ForkReport from
-those snapshots, which live in shared memory: in the child after the run,
-or in the parent once the child is done.  See DESIGN.md, "The measuring
-method".
+the child between two pagemap snapshots, compares them there, and leaves
+what it found in shared memory.  The ForkReport is built from that: in the
+child after the run, or in the parent once the child is done.
+docs/method.md describes the method and why each step is as it is.
 """
 
 from __future__ import annotations
 
+import os
 import time
 import traceback
 import types
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from . import _linux
-from .errors import AccessError, CowmemError, UnsupportedPlatformError
+from .errors import AccessError, CowmemError, DescriptorsClosedError, InvalidArgumentError
 from .objects import object_spans
-from ._linux import FILE_OR_SHARED, PAGE_SHIFT, PAGE_SIZE, PFN_MASK, PRESENT
+from ._linux import PAGE_SHIFT, PAGE_SIZE, PFN_MASK
 
 RegionSpec = Union[Any, Tuple[int, int]]
 
@@ -43,7 +44,9 @@ class ForkReport:
     when the baseline was taken (the parent wrote them after the fork, or
     the fork's own bookkeeping did): the access may have written them too,
     unseen.  cowmem keeps this to a few pages at most; it is reported so
-    that no reader has to take that on trust.
+    that no reader has to take that on trust.  ``swapped_bytes`` are pages
+    swapped out in one snapshot whose entry changed between the two: swap
+    hides whether they were copied, so they count as neither.
 
     Two cases the page state cannot tell apart: a write to a private *file*
     page (``np.load(mmap_mode="c")``) is a copy from the page cache, not
@@ -63,6 +66,7 @@ class ForkReport:
     private_dirty_delta_bytes: Optional[int]
     access_seconds: float
     pfn_guard: bool
+    swapped_bytes: int = 0
     page_size: int = PAGE_SIZE
     explanation: Any = field(default=None, compare=False)
 
@@ -83,6 +87,7 @@ class ForkReport:
             "copied_pages": self.copied_pages,
             "fresh_bytes": self.fresh_bytes,
             "fresh_pages": self.fresh_pages,
+            "swapped_bytes": self.swapped_bytes,
             "regions": dict(self.regions),
             "mappings": dict(self.mappings),
             "copied_ranges": [list(r) for r in self.copied_ranges],
@@ -113,6 +118,20 @@ class Regions:
                                         if not is_range(spec)}
 
 
+def located(regions: Union[Mapping[str, RegionSpec], Regions, None]) -> Regions:
+    """``regions`` as a Regions, located now unless it is one already.
+
+    Raises InvalidArgumentError for anything but None, a mapping or a Regions.
+    """
+    if isinstance(regions, Regions):
+        return regions
+    if regions is not None and not isinstance(regions, Mapping):
+        raise InvalidArgumentError(
+            "regions must map names to objects or (start, stop) address ranges, or be a Regions, "
+            f"not {type(regions).__name__}")
+    return Regions(regions)
+
+
 class ForkMeter:
     """Measure what one access copies in a child that you fork yourself.
 
@@ -124,26 +143,26 @@ class ForkMeter:
     """
 
     def __init__(self, regions: Union[Mapping[str, RegionSpec], Regions, None] = None, *,
-                 cross_checks: bool = True) -> None:
-        _linux.check_pagemap()
-        self.cross_checks = cross_checks
+                 cross_checks: bool = False) -> None:
+        self._facts = _linux.pagemap_facts()
+        self.cross_checks = bool(cross_checks)
         # Located in the parent: walking a container in the child would
         # write the very reference counts being watched.
-        self._region_pages = (regions if isinstance(regions, Regions) else Regions(regions)).pages
-        self._zero_frame = _zero_frame()
-        self._counters = _linux.ProcCounters()
-        # Last, so that the maps it reads are those the child inherits.  The
-        # buffers are shared mappings: never among the private ones measured.
-        self._targets, self._snaps = _prepare_snapshots()
+        self._region_pages = located(regions).pages
+        # Last, so that the maps it reads are those the child inherits.  Its
+        # buffers are never among the mappings measured.
+        self._targets, self._snaps, self._buffers, self._maps_text = _prepare(len(self._region_pages))
+        self._counters, self._findings = self._buffers.counters, self._buffers.findings
 
     def anonymous_ranges(self) -> List[Tuple[int, int]]:
         """The anonymous private writable ranges measured ([start, stop) in bytes)."""
         return [(m.start, m.stop) for m in self._targets if m.label.startswith("[")]
 
     def run(self, access: Callable[[], Any]) -> None:
-        """In the child: run ``access()`` between the two snapshots.
+        """In the child: run ``access()`` between the two snapshots, and compare them.
 
-        Raises AccessError, carrying the type and traceback, if it raises.
+        Raises AccessError, carrying the type and traceback, if it raises;
+        DescriptorsClosedError if it closed the descriptors the snapshots use.
         """
         snaps, counters = self._snaps, self._counters
         # Everything between the fork and the baseline may copy a page the
@@ -151,9 +170,9 @@ class ForkMeter:
         snaps.attach()
         counters.attach(self.cross_checks)
         snaps.warm_up()
-        # The counters read smaps_rollup, a page-table walk as long as a
-        # snapshot: outside the snapshots, so that the pages they touch are
-        # not counted.  No fault happens in between: the buffers are populated.
+        # The counters read smaps_rollup (with cross-checks), a page-table
+        # walk as long as a snapshot: outside the snapshots, so that the
+        # pages they touch are not counted.
         counters.read(0)
         snaps.take(0)
         t0 = time.perf_counter_ns()
@@ -163,20 +182,74 @@ class ForkMeter:
             raise AccessError(f"{type(exc).__module__}.{type(exc).__qualname__}", str(exc),
                               traceback.format_exc()) from None
         t1 = time.perf_counter_ns()
-        snaps.take(1)
-        counters.read(1)
-        counters.finish(_fresh_in_new_mappings([(m.start, m.stop) for m in self._targets],
-                                               self._zero_frame), t1 - t0)
+        try:
+            snaps.take(1)
+            counters.read(1)
+            maps_now = _read_into(_linux.MAPS_PATH, self._buffers.maps_room)
+        except OSError:
+            self._check_descriptors()
+            raise
+        self._check_descriptors()
+        # Nothing below is measured: it may allocate freely.
+        self._findings.store(self._compare(maps_now), t1 - t0)
+
+    def _check_descriptors(self) -> None:
+        if not (self._snaps.descriptor_intact() and self._counters.descriptors_intact()):
+            raise DescriptorsClosedError(
+                "the access closed or replaced file descriptors it did not open (os.closerange?): "
+                "cowmem's child could not read its own pagemap, so nothing was measured")
+
+    def _compare(self, maps_now: Optional[memoryview]) -> "_Found":
+        snaps, facts = self._snaps, self._facts
+        before, after = snaps.entries
+        diff = compare(before, after, facts.zero_frame if facts.frames_readable else None)
+        unobserved = [0] * len(self._region_pages)
+        if self._region_pages:
+            blind = snaps.page_numbers(exclusive_positions(before))
+            unobserved = [int(np.count_nonzero(np.isin(own, blind, assume_unique=True)))
+                          for own in self._region_pages.values()]
+        fresh_new = 0
+        if maps_now is None or maps_now.tobytes() != self._maps_text:  # as bytes: memcmp, not item by item
+            known = [(m.start, m.stop) for m in self._targets] + _linux.own_ranges()
+            fresh_new = fresh_in_new_mappings(sorted(known), facts)
+        return _Found(snaps.page_numbers(diff.copied), diff.fresh + fresh_new, diff.swapped, unobserved)
 
     def report(self) -> ForkReport:
         """The report of the completed run (bytes, pages of 4 KiB)."""
-        return _build_report(self._snaps, self._counters, self._targets, self._region_pages,
-                             self._zero_frame)
+        if self._findings is None:
+            raise CowmemError("no measurement to report: this ForkMeter was closed")
+        found, access_ns = self._findings.load()
+        copied = found.copied
+        starts = np.array([m.start >> PAGE_SHIFT for m in self._targets], np.uint64)
+        which = np.searchsorted(starts, copied, side="right") - 1
+        by_label: Dict[str, int] = {}
+        for index, count in zip(*np.unique(which, return_counts=True)):
+            label = self._targets[index].label
+            by_label[label] = by_label.get(label, 0) + int(count) * PAGE_SIZE
+        minflt_before, uss_before, dirty_before = self._counters.parse(0)
+        minflt_after, uss_after, dirty_after = self._counters.parse(1)
+        return ForkReport(
+            copied_bytes=int(copied.size) * PAGE_SIZE,
+            fresh_bytes=found.fresh * PAGE_SIZE,
+            regions=_per_region(self._region_pages, copied),
+            mappings=types.MappingProxyType(dict(sorted(by_label.items(), key=lambda kv: -kv[1]))),
+            copied_ranges=_runs(copied),
+            unobserved=types.MappingProxyType({name: count * PAGE_SIZE for name, count
+                                               in zip(self._region_pages, found.unobserved)}),
+            minor_faults=minflt_after - minflt_before,
+            uss_delta_bytes=None if uss_before is None else uss_after - uss_before,
+            private_dirty_delta_bytes=None if dirty_before is None else dirty_after - dirty_before,
+            access_seconds=access_ns / 1e9,
+            pfn_guard=self._facts.frames_readable,
+            swapped_bytes=found.swapped * PAGE_SIZE,
+        )
 
     def close(self) -> None:
-        """Release the buffers (in the parent; a child simply exits)."""
-        self._snaps.close()
-        self._counters.close()
+        """Release the buffers (in the parent; a child simply exits); report() is gone with them."""
+        if self._buffers is not None:
+            self._snaps.close()
+            _keep(self._buffers)
+            self._buffers = self._findings = None
 
     def __enter__(self) -> "ForkMeter":
         return self
@@ -185,22 +258,163 @@ class ForkMeter:
         self.close()
 
 
-def _prepare_snapshots() -> Tuple[list, _linux.PagemapSnapshots]:
-    """The parent's private writable mappings and snapshot buffers for them.
+def _prepare(regions: int) -> Tuple[List[_linux.Mapping], _linux.PagemapSnapshots, "_Buffers", bytes]:
+    """The parent's private writable mappings, snapshots of them, and every buffer the child writes.
 
-    Making the buffers allocates, which can add a mapping (a new allocator
-    arena) after the maps were read: read again until they hold still, or a
-    page present at the fork would later look fresh.
+    Making the buffers can add a mapping (a new allocator arena) after the
+    maps were read: read again until they hold still, or a page present at
+    the fork would have no baseline.  The text of the last reading is
+    kept: the child compares its own maps with it after the access, to
+    see whether it mapped memory the snapshots do not cover.
     """
+    text = _linux.read_maps_text()
     for _ in range(5):
-        targets = [m for m in _linux.read_maps() if m.private_writable]
-        snaps = _linux.PagemapSnapshots([(m.start, m.stop) for m in targets])
-        if _linux.private_writable_ranges(_linux.read_maps()) == [(m.start, m.stop) for m in targets]:
-            return targets, snaps
+        targets = _measured(text)
+        ranges = [(m.start, m.stop) for m in targets]
+        buffers = _take_buffers(_linux.PagemapSnapshots.bytes_for(ranges), regions, len(text))
+        snaps = _linux.PagemapSnapshots(ranges, buffers.snapshots)
+        again = _linux.read_maps_text()
+        if again == text or _measured(again) == targets:
+            return targets, snaps, buffers, again
         snaps.close()
+        _keep(buffers)
+        text = again
     raise CowmemError("this process's mappings kept changing while cowmem prepared its "
                       "buffers (another thread mapping memory?); try again")
 
+
+def _measured(maps_text: bytes) -> List[_linux.Mapping]:
+    """The mappings a child forked now shares copy-on-write, cowmem's own buffers left out."""
+    return _linux.subtract_from_maps(_linux.parse_maps(maps_text, private_writable_only=True),
+                                     _linux.own_ranges())
+
+
+class _Buffers:
+    """Everything a measuring child writes: snapshots, room for its maps, counters, findings.
+
+    Kept for the next ForkMeter when closed (one spare set per process,
+    ``_take_buffers``): none of it is measured, and reusing it spares
+    mapping anything between the two readings of the maps, which would
+    cost a third.
+    """
+
+    def __init__(self, snapshot_bytes: int, regions: int, maps_bytes: int) -> None:
+        # Room to grow: the same data measured again seldom needs more.
+        snapshot_bytes += snapshot_bytes // 4 + (1 << 16)
+        maps_bytes = 2 * maps_bytes + (1 << 16)
+        self.memory = _linux.UnforkedBuffer(snapshot_bytes + maps_bytes)
+        self.snapshots = self.memory.view[:snapshot_bytes]
+        self.maps_room = self.memory.view[snapshot_bytes:]
+        self.findings = _Findings(regions + snapshot_bytes // 16)
+        self.counters = _linux.ProcCounters()
+        self.owner = os.getpid()
+
+    def fits(self, snapshot_bytes: int, regions: int, maps_bytes: int) -> bool:
+        return (self.owner == os.getpid() and len(self.snapshots) >= snapshot_bytes
+                and len(self.maps_room) >= 2 * maps_bytes and self.findings.capacity >= regions + snapshot_bytes // 16)
+
+    def close(self) -> None:
+        for view in (self.snapshots, self.maps_room):
+            try:
+                view.release()
+            except BufferError:
+                pass  # still viewed: released with the last view
+        self.memory.close()
+        self.findings.close()
+        self.counters.close()
+
+
+_spare: List[_Buffers] = []
+
+
+def _take_buffers(snapshot_bytes: int, regions: int, maps_bytes: int) -> _Buffers:
+    """The spare buffers if they fit (and belong to this process, not to a parent it was forked from)."""
+    buffers = _spare.pop() if _spare else None
+    if buffers is None or not buffers.fits(snapshot_bytes, regions, maps_bytes):
+        if buffers is not None and buffers.owner == os.getpid():
+            buffers.close()
+        buffers = _Buffers(snapshot_bytes, regions, maps_bytes)
+    buffers.findings.reset(regions)
+    return buffers
+
+
+def _keep(buffers: _Buffers) -> None:
+    """Keep ``buffers`` as the spare, or release them if the spare is larger."""
+    if _spare and len(_spare[0].snapshots) >= len(buffers.snapshots):
+        buffers.close()
+        return
+    while _spare:
+        _spare.pop().close()
+    _spare.append(buffers)
+
+
+def _read_into(path: str, scratch: bytearray) -> Optional[memoryview]:
+    """A file's bytes read into ``scratch`` (no allocation but the views); None if it does not fit."""
+    view = memoryview(scratch)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        done = 0
+        while done < len(view):
+            got = os.readv(fd, [view[done:]])
+            if got == 0:
+                return view[:done]
+            done += got
+        return None
+    finally:
+        os.close(fd)
+
+
+class _Found(NamedTuple):
+    copied: np.ndarray          # page numbers of the copied pages, sorted
+    fresh: int                  # pages
+    swapped: int                # pages
+    unobserved: Sequence[int]   # pages, one count per region
+
+
+class _Findings:
+    """What the child found, left in shared memory for whoever builds the report.
+
+    Counts first, one count per region next, then the copied pages'
+    numbers (``capacity`` words for both).  Mapped but not populated: only
+    the pages the child writes are ever faulted in, a few for most accesses.
+    """
+
+    _DONE, _FRESH, _SWAPPED, _ACCESS_NS, _COPIED = range(5)
+    _HEAD = 5
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._buffer = _linux.shared_buffer((self._HEAD + capacity) * 8, populate=False)
+        self._words = np.frombuffer(self._buffer, np.int64)
+        self._regions = 0
+
+    def reset(self, regions: int) -> None:
+        """Ready for a run measuring ``regions`` regions."""
+        self._regions = regions
+        if self._words[self._DONE]:
+            self._words[self._DONE] = 0
+
+    def store(self, found: _Found, access_ns: int) -> None:
+        words, first = self._words, self._HEAD + self._regions
+        words[first:first + found.copied.size] = found.copied.view(np.int64)
+        words[self._HEAD:first] = found.unobserved
+        words[self._FRESH], words[self._SWAPPED] = found.fresh, found.swapped
+        words[self._ACCESS_NS], words[self._COPIED] = access_ns, found.copied.size
+        words[self._DONE] = 1
+
+    def load(self) -> Tuple[_Found, int]:
+        """(what was found, access nanoseconds); raises CowmemError before a completed run."""
+        words, first = self._words, self._HEAD + self._regions
+        if words[self._DONE] != 1:
+            raise CowmemError("no measurement to report: ForkMeter.run() has not completed")
+        copied = words[first:first + int(words[self._COPIED])].view(np.uint64).copy()
+        found = _Found(copied, int(words[self._FRESH]), int(words[self._SWAPPED]),
+                       [int(n) for n in words[self._HEAD:first]])
+        return found, int(words[self._ACCESS_NS])
+
+    def close(self) -> None:
+        self._words = None
+        _linux.release(self._buffer)
 
 
 def is_range(spec: Any) -> bool:
@@ -213,8 +427,12 @@ def _region_pages(spec: RegionSpec) -> np.ndarray:
     if is_range(spec):
         start, stop = spec
         if not 0 <= start <= stop:
-            raise ValueError(f"an address range must be (start, stop) with 0 <= start <= stop, not {spec}")
-        return _linux.page_span([(start, stop)])
+            raise InvalidArgumentError(
+                f"an address range must be (start, stop) with 0 <= start <= stop, not {spec}")
+        # Only private writable memory is ever measured: the range's pages
+        # there, not every page of an arbitrarily large span.
+        mapped = _linux.private_writable_ranges(_linux.read_maps())
+        return _linux.page_span(_linux.intersect_ranges([(start, stop)], mapped))
     starts, stops = object_spans(spec)
     return _pages_of(starts, stops)
 
@@ -227,44 +445,6 @@ def _pages_of(starts: np.ndarray, stops: np.ndarray) -> np.ndarray:
     small = last - first <= 1  # most objects: one or two pages
     big = [np.arange(f, l + 1, dtype=np.uint64) for f, l in zip(first[~small], last[~small])]
     return np.unique(np.concatenate([first[small], last[small], *big]))
-
-
-_zero_frame_cache: list = []
-
-
-def _zero_frame() -> int:
-    if not _zero_frame_cache:
-        _zero_frame_cache.append(_linux.zero_page_frame())
-    return _zero_frame_cache[0]
-
-
-def _build_report(snaps: _linux.PagemapSnapshots, counters: _linux.ProcCounters,
-                  targets: list, region_pages: Mapping[str, np.ndarray], zero_frame: int) -> ForkReport:
-    fresh_new, access_seconds = counters.outcome()
-    diff = _compare(*snaps.entries, zero_frame)
-    copied = snaps.page_numbers(diff.copied)
-    blind = snaps.page_numbers(diff.blind)
-    starts = np.array([m.start >> PAGE_SHIFT for m in targets], np.uint64)
-    which = np.searchsorted(starts, copied, side="right") - 1
-    by_label: Dict[str, int] = {}
-    for index, count in zip(*np.unique(which, return_counts=True)):
-        label = targets[index].label
-        by_label[label] = by_label.get(label, 0) + int(count) * PAGE_SIZE
-    minflt_before, uss_before, dirty_before = counters.parse(0)
-    minflt_after, uss_after, dirty_after = counters.parse(1)
-    return ForkReport(
-        copied_bytes=int(copied.size) * PAGE_SIZE,
-        fresh_bytes=(diff.fresh + fresh_new) * PAGE_SIZE,
-        regions=_per_region(region_pages, copied),
-        mappings=types.MappingProxyType(dict(sorted(by_label.items(), key=lambda kv: -kv[1]))),
-        copied_ranges=_runs(copied),
-        unobserved=_per_region(region_pages, blind),
-        minor_faults=minflt_after - minflt_before,
-        uss_delta_bytes=None if uss_before is None else uss_after - uss_before,
-        private_dirty_delta_bytes=None if dirty_before is None else dirty_after - dirty_before,
-        access_seconds=access_seconds,
-        pfn_guard=diff.pfn_guard,
-    )
 
 
 def _per_region(region_pages: Mapping[str, np.ndarray], pages: np.ndarray) -> Mapping[str, int]:
@@ -292,53 +472,84 @@ def copied_page_numbers(report: ForkReport) -> np.ndarray:
 
 _PRESENT, _SWAPPED = _linux.FLAG_PRESENT, _linux.FLAG_SWAPPED
 _FILE, _EXCLUSIVE = _linux.FLAG_FILE_OR_SHARED, _linux.FLAG_EXCLUSIVE
+_KIND = _PRESENT | _FILE | _EXCLUSIVE
+_NEITHER, _COPIED, _FRESH, _HIDDEN_BY_SWAP = range(4)
 
 
-class _Diff(NamedTuple):
-    copied: np.ndarray   # positions of the copied pages in the snapshots
-    fresh: int           # pages populated without a copy
-    blind: np.ndarray    # positions of pages already the child's at the baseline
-    pfn_guard: bool
+def _classes() -> np.ndarray:
+    """What a change of a page's flags means, for every pair: index ``before * 256 + after``.
 
-
-def _compare(before: np.ndarray, after: np.ndarray, zero_frame: int) -> _Diff:
-    """What happened to each page between two snapshots of the same pages.
-
-    Copied: present, anonymous and shared before; exclusive after; and,
-    where PFNs are readable, a new frame and not the zero page before.
-    Fresh: exclusive after and not present (or the zero page) before.
-    Blind: exclusive already before (the parent, or the fork's own
-    bookkeeping, wrote it first): a write by the access cannot be seen.
+    Copied: present, anonymous and shared before; exclusive after.  Fresh:
+    exclusive after and not present (nor swapped out) before, or a file
+    page before (a private file page's first write copies the page cache,
+    not the parent).  Hidden by swap: swapped out after, or swapped out
+    before and exclusive after: whether a copy happened cannot be seen.
     """
-    fb, fa = _linux.flags(before), _linux.flags(after)
-    kind = _PRESENT | _FILE | _EXCLUSIVE
-    mine_after = (fa & kind) == (_PRESENT | _EXCLUSIVE)
-    mine = np.flatnonzero(mine_after)
-    if mine.size == 0:
-        # The child has written pages of its own by now (its stack, at the
-        # least): a kernel that shows none as exclusive does not report bit 56.
-        raise UnsupportedPlatformError(
-            "this kernel does not report the exclusively-mapped bit (56) in pagemap "
-            "(Linux 4.2+ does): copied pages cannot be told from shared ones")
-    # Without CAP_SYS_ADMIN every frame number reads as 0.
-    pfn_guard = bool(np.any(after[mine[:64]] & PFN_MASK))
-    candidates = np.flatnonzero(mine_after & ((fb & kind) == _PRESENT))
-    fresh = int(np.count_nonzero(mine_after & ((fb & (_PRESENT | _FILE)) != _PRESENT) & ((fb & _SWAPPED) == 0)))
-    if pfn_guard:
-        pfn_b = before[candidates] & PFN_MASK
-        was_zero = pfn_b == np.uint64(zero_frame) if zero_frame else np.zeros(pfn_b.shape, bool)
+    before = np.repeat(np.arange(256, dtype=np.uint8), 256)
+    after = np.tile(np.arange(256, dtype=np.uint8), 256)
+    mine_after = (after & _KIND) == (_PRESENT | _EXCLUSIVE)
+    classes = np.full(65536, _NEITHER, np.uint8)
+    classes[mine_after & ((before & _KIND) == _PRESENT)] = _COPIED
+    classes[mine_after & ((before & (_PRESENT | _FILE)) != _PRESENT) & ((before & _SWAPPED) == 0)] = _FRESH
+    classes[((after & _SWAPPED) != 0) | (mine_after & ((before & _SWAPPED) != 0))] = _HIDDEN_BY_SWAP
+    return classes
+
+
+# Made here, in the parent: a child only reads it.
+_CLASSES = _classes()
+
+
+class Diff(NamedTuple):
+    """What happened between two snapshots of the same pages (positions in the snapshots)."""
+
+    copied: np.ndarray   # positions of the copied pages, sorted
+    fresh: int           # pages populated without a copy
+    swapped: int         # pages swapped out in a snapshot, whose entry changed
+
+
+def compare(before: np.ndarray, after: np.ndarray, zero_frame: Optional[int]) -> Diff:
+    """Classify every page whose entry changed between two snapshots of the same pages.
+
+    By the change of its flags (``_classes``); and where frame numbers are
+    readable (``zero_frame`` not None), a copied page must also have a new
+    frame (the parent's write after the fork leaves the child's in place)
+    and not have been the zero page (a first write to it is fresh).  A page
+    whose entry did not change is none of these, so only those that
+    changed are looked at: a few pages for most accesses.
+    """
+    changed = np.flatnonzero(before != after)
+    if not changed.size:
+        return Diff(changed, 0, 0)
+    b, a = before[changed], after[changed]
+    classes = _CLASSES[((b >> np.uint64(48)) & np.uint64(0xFF00)) | (a >> np.uint64(56))]
+    copied = changed[classes == _COPIED]
+    fresh = int(np.count_nonzero(classes == _FRESH))
+    if zero_frame is not None and copied.size:
+        frame_before = before[copied] & PFN_MASK
+        was_zero = frame_before == np.uint64(zero_frame) if zero_frame else np.zeros(copied.size, bool)
         fresh += int(np.count_nonzero(was_zero))
-        candidates = candidates[~was_zero & (pfn_b != (after[candidates] & PFN_MASK))]
-    blind = np.flatnonzero((fb & kind) == (_PRESENT | _EXCLUSIVE))
-    return _Diff(candidates, fresh, blind, pfn_guard)
+        copied = copied[~was_zero & (frame_before != (after[copied] & PFN_MASK))]
+    return Diff(copied, fresh, int(np.count_nonzero(classes == _HIDDEN_BY_SWAP)))
 
 
-def _fresh_in_new_mappings(known: list, zero_frame: int) -> int:
-    """Present anonymous pages, not the zero page, in private writable memory mapped since the fork."""
+def exclusive_positions(entries: np.ndarray) -> np.ndarray:
+    """Positions of the present, anonymous, exclusively mapped pages of a snapshot."""
+    return np.flatnonzero((_linux.flags(entries) & _KIND) == (_PRESENT | _EXCLUSIVE))
+
+
+def fresh_in_new_mappings(known: Sequence[Tuple[int, int]], facts: _linux.PagemapFacts) -> int:
+    """Pages this process holds alone in private writable memory outside ``known`` (sorted ranges).
+
+    Present, anonymous, exclusively mapped, not the zero page: populated by
+    this process.  A present page there without the exclusive bit is still
+    shared with the parent (mapped by it after the snapshots' ranges were
+    read): not fresh.
+    """
     new = _linux.subtract_ranges(_linux.private_writable_ranges(_linux.read_maps()), known)
     if not new:
         return 0
     entries = _linux.read_entries(new)
-    populated = entries[(entries & (PRESENT | FILE_OR_SHARED)) == PRESENT]
-    return int(np.count_nonzero((populated & PFN_MASK) != np.uint64(zero_frame))) if zero_frame \
-        else int(populated.size)
+    mine = (_linux.flags(entries) & _KIND) == (_PRESENT | _EXCLUSIVE)
+    if facts.frames_readable and facts.zero_frame:
+        mine &= (entries & PFN_MASK) != np.uint64(facts.zero_frame)
+    return int(np.count_nonzero(mine))

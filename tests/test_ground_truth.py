@@ -106,7 +106,7 @@ def test_fresh_memory_is_not_copied():
     def allocate():
         kept.append(bytearray(b"\x01") * size)  # still alive at the second snapshot
 
-    report = measure_fork(allocate)
+    report = measure_fork(allocate, cross_checks=True)
     assert report.fresh_bytes >= size
     assert report.copied_bytes <= INTERPRETER_PAGES * PAGE_SIZE
     assert report.uss_delta_bytes >= 0
