@@ -8,14 +8,14 @@ without the data (``spawn``, ``forkserver``: the data is pickled to it).
 ``forkserver`` from 3.14, which shows what that change costs the question.
 """
 
-from cowmem import UnknownNameError, seed, workloads
+from cowmem import UnknownNameError, experiment, workloads
 from cowmem.workers import START_METHODS, resolve_start_method, run_workers
 
 from .common import MIB, Failed, NotApplicable, bench_size, unpack
 
 WORKERS = 4
-# "data:access", one per case of the question (cowmem seed runs the same four).
-CASES = {f"{case.data}:{case.access}": case for case in seed.CASES}
+# "data:access", one per case of the question (cowmem workers runs the same four).
+CASES = {f"{case.data}:{case.access}": case for case in experiment.CASES}
 
 
 def measure_workers(size):

@@ -266,32 +266,37 @@ def _huge_page_split_by_both(path: str) -> Optional[np.ndarray]:
         m[offset] = 1  # one fault maps the whole huge page, if the kernel can make one
         if _anon_huge_bytes(base + offset) < size:
             return None
-        wrote_r, wrote_w = os.pipe()
-        hold_r, hold_w = os.pipe()
-        pid = -1
+        with children.held_back() as handlers:
+            return _write_with_a_child(m, offset, size, path, handlers)
+
+
+def _write_with_a_child(m: mmap.mmap, offset: int, size: int, path: str,
+                        handlers: children.Handlers) -> Optional[np.ndarray]:
+    """The writes of ``_huge_page_split_by_both``, and this process's flags after them."""
+    wrote_r, wrote_w = os.pipe()
+    hold_r, hold_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
         try:
-            with children.deferred_signals() as handlers:
-                pid = os.fork()
-                if pid == 0:
-                    try:
-                        children.become_child(handlers)
-                        m[offset] = 2
-                        os.write(wrote_w, b"x")
-                        os.read(hold_r, 1)  # keep the huge page shared until the parent has looked
-                    finally:
-                        os._exit(0)
-            os.close(wrote_w)
-            wrote_w = -1
-            if os.read(wrote_r, 1) != b"x":
-                return None
-            m[offset + PAGE_SIZE] = 2
-            return flags(read_entries([(base + offset, base + offset + size)], path))
+            children.become_child(handlers)
+            m[offset] = 2
+            os.write(wrote_w, b"x")
+            os.read(hold_r, 1)  # keep the huge page shared until the parent has looked
         finally:
-            for fd in (wrote_r, wrote_w, hold_r, hold_w):
-                if fd >= 0:
-                    os.close(fd)
-            if pid > 0:
-                children.end(pid)
+            os._exit(0)
+    try:
+        os.close(wrote_w)
+        wrote_w = -1
+        if os.read(wrote_r, 1) != b"x":
+            return None
+        m[offset + PAGE_SIZE] = 2
+        base = buffer_range(m)[0] + offset
+        return flags(read_entries([(base, base + size)], path))
+    finally:
+        for fd in (wrote_r, wrote_w, hold_r, hold_w):
+            if fd >= 0:
+                os.close(fd)
+        children.end(pid)
 
 
 _SMAPS_HEADER = re.compile(rb"^([0-9a-f]+)-([0-9a-f]+) ", re.M)

@@ -3,12 +3,14 @@
 measure_fork, run_workers and the platform probe start children by three
 rules:
 
-* **Signals are held back while a child starts** (``deferred_signals``).
-  A Python signal handler runs between any two bytecodes, including inside
-  ``os.fork()``, whose at-fork hooks are Python code: a KeyboardInterrupt
-  raised there is raised after the child exists but before its pid is
-  known, and nothing could clean it up.  While held back, a signal is only
-  recorded; it is raised again right after, where the child is known.
+* **Signals wait for a safe moment** (``held_back``).  A Python signal
+  handler runs between any two bytecodes: a KeyboardInterrupt raised inside
+  ``os.fork()`` (whose at-fork hooks are Python code) comes after the child
+  exists but before its pid is known, and one raised in the middle of a
+  clean-up leaves the rest undone.  So while cowmem owns a child, every
+  signal that has a Python handler is only recorded, except inside the
+  waits (``interruptible``), where nothing is half done; those recorded
+  are raised again when the operation ends.
 * **Every child leads its own process group** (``become_child`` in the
   child, ``lead_own_group`` in the parent: both, since either may run
   first), so that whatever the child forks in turn can be reached too.
@@ -19,57 +21,87 @@ rules:
 
 from __future__ import annotations
 
-import contextlib
 import _signal
+import contextlib
 import os
 import select
 import signal
+import sys
 import threading
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
 Handlers = Dict[int, Any]
 
-# The signal module's own functions wrap every value in an enum, at tens
-# of microseconds a signal: its C module's do not.
+# The signal module's own functions wrap every value in an enum, at tens of
+# microseconds a signal; its C module's do not.
 _SIGNALS = sorted(int(s) for s in signal.valid_signals())
 
-_held: List[int] = []
-# The handlers replaced by the outermost deferred_signals() still open.
-_replaced: List[Handlers] = []
+
+class _Holding:
+    """The state of the outermost ``held_back()`` open in this process."""
+
+    def __init__(self) -> None:
+        self.handlers: Handlers = {}   # the program's own, replaced meanwhile
+        self.pending: List[int] = []
+        self.interruptible = False
+
+
+_holding: List[_Holding] = []
 
 
 def _hold(signum: int, frame: Any) -> None:
-    _held.append(signum)
+    holding = _holding[0]
+    if holding.interruptible:
+        holding.handlers[signum](signum, frame)
+    else:
+        holding.pending.append(signum)
 
 
 @contextlib.contextmanager
-def deferred_signals() -> Iterator[Handlers]:
-    """Hold back every signal that has a Python handler, then raise them again.
+def held_back() -> Iterator[Handlers]:
+    """Record every signal that has a Python handler; run their handlers at the end.
 
-    Yields the handlers it replaced: a child forked inside the block must
-    put them back with :func:`become_child`.  Only the main thread runs
-    Python signal handlers, so in any other thread nothing can interrupt
-    the block and this does nothing.  Nested blocks share the outermost one.
+    Inside, a signal's handler runs only within ``interruptible()``.
+    Yields the program's handlers: a child forked inside must put them
+    back with :func:`become_child`.  Only the main thread runs Python
+    signal handlers, so in another thread nothing can interrupt cowmem and
+    this does nothing.  Nested blocks share the outermost one.
     """
-    if _replaced or threading.current_thread() is not threading.main_thread():
-        yield _replaced[0] if _replaced else {}
+    if _holding or threading.current_thread() is not threading.main_thread():
+        yield _holding[0].handlers if _holding else {}
         return
-    replaced: Handlers = {}
-    _replaced.append(replaced)
+    holding = _Holding()
+    _holding.append(holding)
     try:
         for signum in _SIGNALS:
             if callable(_signal.getsignal(signum)):
-                # signal() runs the handlers of signals already pending
-                # first: one may raise here, before anything changed.
-                replaced[signum] = _signal.signal(signum, _hold)
-        yield replaced
+                # signal() first runs the handlers of signals already
+                # pending: one may raise here, before anything is owned.
+                holding.handlers[signum] = _signal.signal(signum, _hold)
+        yield holding.handlers
     finally:
-        _put_back(replaced)
-        _replaced.clear()
-        held = list(dict.fromkeys(_held))
-        _held.clear()
-        for signum in held:
+        holding.interruptible = False
+        _put_back(holding.handlers)
+        _holding.clear()
+        for signum in dict.fromkeys(holding.pending):
             signal.raise_signal(signum)  # its own handler runs now, and may raise
+
+
+@contextlib.contextmanager
+def interruptible() -> Iterator[None]:
+    """A wait inside ``held_back()``: signals run their handlers here, those held first."""
+    if not _holding:
+        yield
+        return
+    holding = _holding[0]
+    holding.interruptible = True
+    try:
+        while holding.pending:
+            signum = holding.pending.pop(0)
+            holding.handlers[signum](signum, sys._getframe())
+        yield
+    finally:
+        holding.interruptible = False
 
 
 def _put_back(handlers: Handlers) -> None:
@@ -78,10 +110,9 @@ def _put_back(handlers: Handlers) -> None:
 
 
 def become_child(handlers: Handlers) -> None:
-    """In a child forked inside ``deferred_signals()``: its handlers back, its own process group."""
-    _held.clear()
-    _replaced.clear()
+    """In a child forked inside ``held_back()``: its handlers back, its own process group."""
     _put_back(handlers)
+    _holding.clear()
     lead_own_group()
 
 
@@ -139,11 +170,10 @@ def end(pid: int) -> Optional[int]:
     On a child that has exited already, only what it left running is
     killed, and the status is the child's own.  None when something else
     reaped it first (SIGCHLD ignored, or a handler that waits for every
-    child).  Never interrupted: signals are held back until it returns.
+    child).  Call it inside ``held_back()``, so that nothing interrupts it.
     """
-    with deferred_signals():
-        kill_group(pid)
-        try:
-            return os.waitpid(pid, 0)[1]
-        except ChildProcessError:
-            return None
+    kill_group(pid)
+    try:
+        return os.waitpid(pid, 0)[1]
+    except ChildProcessError:
+        return None

@@ -84,64 +84,69 @@ def measure_fork(access: Callable[[], Any], *,
     if explain:
         from .explain import FaultTracer
         tracer = FaultTracer(regions.objects)
-        tracer.before_fork()
-    try:
-        _warn_if_threaded()
-        note = _linux.shared_buffer(_linux.PAGE_SIZE, populate=False)
+    # From here on cowmem owns descriptors, buffers and then a child: a
+    # signal's handler runs only while waiting for the child (children.py).
+    with children.held_back() as handlers:
         try:
-            with ForkMeter(regions, cross_checks=cross_checks) as meter:
-                for stream in (sys.stdout, sys.stderr):
-                    if stream is not None:
-                        stream.flush()
-                payload, status = _fork_and_collect(meter, access, tracer, timeout, note)
-                # The child's own failure first: a handler that broke with it
-                # must not hide it.
-                _outcome(payload, status, note[0])
-                report = meter.report()
-                if tracer is not None:
-                    explanation = tracer.stop().restrict(copied_page_numbers(report))
-                    report = dataclasses.replace(report, explanation=explanation)
+            if tracer is not None:
+                tracer.before_fork()
+            _warn_if_threaded()
+            note = _linux.shared_buffer(_linux.PAGE_SIZE, populate=False)
+            try:
+                with ForkMeter(regions, cross_checks=cross_checks) as meter:
+                    for stream in (sys.stdout, sys.stderr):
+                        if stream is not None:
+                            stream.flush()
+                    payload, status = _fork_and_collect(meter, access, tracer, timeout, note, handlers)
+                    # The child's own failure first: a handler that broke with it
+                    # must not hide it.
+                    _outcome(payload, status, note[0])
+                    report = meter.report()
+                    if tracer is not None:
+                        explanation = tracer.stop().restrict(copied_page_numbers(report))
+                        report = dataclasses.replace(report, explanation=explanation)
+            finally:
+                note.close()
         finally:
-            note.close()
-    finally:
-        if tracer is not None:
-            with children.deferred_signals():
+            if tracer is not None:
                 tracer.close()
     return report
 
 
 def _fork_and_collect(meter: ForkMeter, access: Callable[[], Any], tracer: Any, timeout: float,
-                      note: Any) -> Tuple[bytes, Optional[int]]:
+                      note: Any, handlers: children.Handlers) -> Tuple[bytes, Optional[int]]:
     """Fork, have the child measure, and return its message and wait status (None: reaped elsewhere).
 
     From the fork on, any way out of here ends the child and its process group.
     """
     read_fd, write_fd = os.pipe()
-    pipe = os.fstat(write_fd)
-    pid, pidfd = -1, None
     try:
-        with children.deferred_signals() as handlers:
-            pid = os.fork()
-            if pid == 0:
-                _child_main(meter, access, read_fd, write_fd, (pipe.st_dev, pipe.st_ino),
-                            tracer, handlers, note)  # never returns
-            children.lead_own_group(pid)
-            pidfd = children.open_pidfd(pid)
-            if tracer is not None:
-                tracer.start_serving(pid)
+        pipe = os.fstat(write_fd)
+        pid = os.fork()
+    except BaseException:
+        os.close(read_fd)
         os.close(write_fd)
-        write_fd = -1
+        raise
+    if pid == 0:
+        _child_main(meter, access, read_fd, write_fd, (pipe.st_dev, pipe.st_ino),
+                    tracer, handlers, note)  # never returns
+    pidfd = None
+    try:
+        os.close(write_fd)
+        children.lead_own_group(pid)
+        pidfd = children.open_pidfd(pid)
+        if tracer is not None:
+            tracer.start_serving(pid)
         payload = _collect(pid, pidfd, read_fd, timeout)
     except BaseException:
-        if pid > 0:
-            children.end(pid)
+        children.end(pid)
         raise
     else:
         return payload, children.end(pid)
     finally:
-        for fd in (read_fd, write_fd, pidfd if pidfd is not None else -1):
-            if fd >= 0:
-                os.close(fd)
+        os.close(read_fd)
+        if pidfd is not None:
+            os.close(pidfd)
 
 
 def _child_main(meter: ForkMeter, access: Callable[[], Any], read_fd: int, write_fd: int,
@@ -227,7 +232,9 @@ def _collect(pid: int, pidfd: Optional[int], read_fd: int, timeout: float) -> by
         if left <= 0:
             raise ChildTimeoutError(timeout)
         step = min(left, LONGEST_WAIT if pidfd is not None else 0.05)
-        ready = {fd for fd, _ in poller.poll(math.ceil(step * 1000))}
+        with children.interruptible():
+            events = poller.poll(math.ceil(step * 1000))
+        ready = {fd for fd, _ in events}
         if read_fd in ready:
             chunk = os.read(read_fd, 1 << 20)
             if chunk:

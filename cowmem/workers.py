@@ -164,35 +164,39 @@ def run_workers(access: Callable[[Any], Any], data: Any, *, workers: int = 4,
     started: List[_Started] = []
     readers: List[multiprocessing.connection.Connection] = []
     meters: List[ForkMeter] = []
-    try:
-        for index, payload, with_data in jobs:
-            reader, writer = ctx.Pipe(duplex=False)
-            readers.append(reader)
-            measure = None
-            if method == "fork":
-                # Each worker its own buffers, made last before it starts, to
-                # cover the parent's mappings as the worker inherits them.
-                # No cross-checks: USS deltas nobody reads here.
-                measure = ForkMeter(regions, cross_checks=False)
-                meters.append(measure)
-            try:
-                with children.deferred_signals() as handlers:
+    # While workers run, a signal's handler runs only between two starts or
+    # while waiting for them (children.py): never half-way through one.
+    with children.held_back() as handlers:
+        try:
+            for index, payload, with_data in jobs:
+                reader, writer = ctx.Pipe(duplex=False)
+                readers.append(reader)
+                measure = None
+                if method == "fork":
+                    # Each worker its own buffers, made last before it starts,
+                    # to cover the parent's mappings as the worker inherits
+                    # them.  No cross-checks: USS deltas nobody reads here.
+                    measure = ForkMeter(regions, cross_checks=False)
+                    meters.append(measure)
+                try:
                     # A forked worker inherits the held-back handlers and puts
-                    # them back; spawn and forkserver start from fresh ones.
+                    # the program's back; spawn and forkserver start afresh.
                     proc = ctx.Process(target=_worker, name=f"cowmem-worker-{index}", daemon=True,
                                        args=(writer, access, payload, with_data, measure,
                                              handlers if method == "fork" else {}))
                     proc.start()
                     started.append(_Started(proc))
-            finally:
-                writer.close()  # only the worker writes: its exit then shows here as EOF
-        results = _collect([s.proc for s in started], readers, [index for index, _, _ in jobs], timeout)
-    finally:
-        _stop(started)
-        for reader in readers:
-            reader.close()
-        for meter in meters:
-            meter.close()
+                finally:
+                    writer.close()  # only the worker writes: its exit then shows here as EOF
+                with children.interruptible():
+                    pass
+            results = _collect([s.proc for s in started], readers, [index for index, _, _ in jobs], timeout)
+        finally:
+            _stop(started)
+            for reader in readers:
+                reader.close()
+            for meter in meters:
+                meter.close()
     measured = results[:workers]
     baseline = results[workers] if method != "fork" else None
     if baseline is not None:
@@ -204,8 +208,8 @@ def _start_helpers(method: str) -> None:
     """Start multiprocessing's long-lived helpers now, outside any held-back signals.
 
     spawn and forkserver start a resource tracker (and forkserver its
-    server) on first use; started inside ``deferred_signals`` they would
-    keep its handlers for good.
+    server) on first use; started inside ``children.held_back()`` they
+    would keep its handlers for good.
     """
     from multiprocessing import resource_tracker
 
@@ -301,12 +305,15 @@ def _collect(procs: Sequence[multiprocessing.process.BaseProcess],
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             break
-        for reader in multiprocessing.connection.wait(list(pending), min(remaining, LONGEST_WAIT)):
+        with children.interruptible():
+            ready = multiprocessing.connection.wait(list(pending), min(remaining, LONGEST_WAIT))
+        for reader in ready:
             pos = pending.pop(reader)
             try:
                 message = reader.recv()
             except EOFError:  # it died before reporting: the exit status says how
-                procs[pos].join(max(0.0, deadline - time.monotonic()))
+                with children.interruptible():
+                    procs[pos].join(max(0.0, deadline - time.monotonic()))
                 message = ("error", _exit_reason(procs[pos].exitcode), None)
             results[pos] = _result(indices[pos], message)
     for pos in pending.values():
@@ -336,8 +343,7 @@ def _with_private(worker: WorkerResult, baseline: WorkerResult) -> WorkerResult:
 
 def _stop(started: Sequence[_Started]) -> None:
     """Leave no worker running, nor anything a worker started: kill every group, reap every worker."""
-    with children.deferred_signals():
-        for worker in started:
-            worker.kill()
-        for worker in started:
-            worker.close()
+    for worker in started:
+        worker.kill()
+    for worker in started:
+        worker.close()

@@ -22,6 +22,7 @@ import pytest
 from asv_project import (ACCESS, CHILD_BENCH, DATA, DATA_BENCH, GC, Project, add_environment,
                          assert_one_line_error, build_project, data_mib, run_cowmem, snapshot)
 from browser import Browser, StaticServer
+from capabilities import require
 from cowmem import publish, report
 
 BENCHMARKS = [CHILD_BENCH, DATA_BENCH]
@@ -29,6 +30,7 @@ BENCHMARKS = [CHILD_BENCH, DATA_BENCH]
 
 @pytest.fixture(scope="module")
 def npm_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    require("registry")
     return tmp_path_factory.mktemp("npm-cache")
 
 
@@ -61,6 +63,7 @@ def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    require("chromium")
     with Browser() as chromium:
         yield chromium
 
