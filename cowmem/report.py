@@ -196,6 +196,8 @@ def _load_json(path: Path, expected_format: int, what: str) -> dict:
         data = json.loads(text)
     except ValueError as exc:
         raise ResultsError(f"{path} is not asv's {what} JSON: {exc}") from None
+    except RecursionError:
+        raise ResultsError(f"{path} is not asv's {what} JSON: nested too deep to read") from None
     if not isinstance(data, dict):
         raise ResultsError(f"{path} is not asv's {what} JSON: a {type(data).__name__}, "
                            "not an object")
