@@ -382,6 +382,8 @@ class PagemapSnapshots:
 
     def page_numbers(self, index: np.ndarray) -> np.ndarray:
         """Virtual page numbers of the given positions in a snapshot."""
+        if not index.size:
+            return np.zeros(0, np.uint64)
         which = np.searchsorted(self.offsets, index, side="right") - 1
         return self.page_starts[which] + (index - self.offsets[which]).astype(np.uint64)
 
@@ -414,8 +416,10 @@ class UnforkedBuffer:
     """
 
     def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
         huge = huge_page_size()
+        if huge:
+            capacity += -capacity % huge  # whole huge pages: a fault each
+        self.capacity = capacity
         self._mmap = mmap.mmap(-1, capacity + huge, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
         for advice in (_MADV_WIPEONFORK, _MADV_HUGEPAGE):
             try:
@@ -473,6 +477,7 @@ def buffer_range(buffer: mmap.mmap) -> Range:
 
 
 def _refers_to(fd: int, path: str) -> bool:
+    """True when ``fd`` is open on the file ``path`` names (checked after the access: allocates)."""
     try:
         return os.path.samestat(os.fstat(fd), os.stat(path))
     except OSError:
@@ -489,9 +494,8 @@ def _read(fd: int, plan: list) -> None:
 
 def _touch(plan: list) -> None:
     for _offset, views in plan:
-        # Taking a reference writes the same reference counts preadv will,
-        # and len() makes the same ints the comparison after it does.
-        len(views[0])
+        # Taking a reference writes the same reference counts preadv will.
+        views[0]
 
 
 def _read_rest(fd: int, offset: int, view: memoryview) -> None:
@@ -541,7 +545,7 @@ class ProcCounters:
     snapshots); whoever builds the report parses them.
     """
 
-    _SIZE = 1 << 13
+    _SIZE = 1 << 12  # /proc/self/stat and smaps_rollup: under 1 KiB each
 
     def __init__(self) -> None:
         self._buffer = shared_buffer(4 * self._SIZE + PAGE_SIZE)

@@ -122,6 +122,7 @@ def _fork_and_collect(meter: ForkMeter, access: Callable[[], Any], tracer: Any, 
     read_fd, write_fd = os.pipe()
     try:
         pipe = os.fstat(write_fd)
+        collector = _Collector(read_fd, timeout)
         pid = os.fork()
     except BaseException:
         os.close(read_fd)
@@ -137,7 +138,7 @@ def _fork_and_collect(meter: ForkMeter, access: Callable[[], Any], tracer: Any, 
         pidfd = children.open_pidfd(pid)
         if tracer is not None:
             tracer.start_serving(pid)
-        payload = _collect(pid, pidfd, read_fd, timeout)
+        payload = collector.collect(pid, pidfd)
     except BaseException:
         children.end(pid)
         raise
@@ -213,37 +214,50 @@ def _warn_if_threaded() -> None:
             ForkSafetyWarning, stacklevel=3)
 
 
-def _collect(pid: int, pidfd: Optional[int], read_fd: int, timeout: float) -> bytes:
-    """Read the child's message until it has exited; raise ChildTimeoutError at the deadline.
+class _Collector:
+    """Reads the child's message until the child has exited; ChildTimeoutError at the deadline.
 
-    The child is left unreaped, for ``children.end``.  Its exit shows on
-    the pidfd; without one it is polled now and then.  EOF alone is not
-    enough: a grandchild may hold the pipe open, or the child may still be
-    exiting.
+    Made before the fork, so that the parent allocates nothing between the
+    fork and its first wait: while the child sets up and runs the access,
+    every page the parent writes is copied, and the child then holds the
+    original alone, as if it had been its own all along (never counted as
+    copied).  The child is left unreaped, for ``children.end``.  Its exit
+    shows on the pidfd; without one it is polled now and then.  EOF alone
+    is not enough: a grandchild may hold the pipe open, or the child may
+    still be exiting.
     """
-    deadline = time.monotonic() + timeout
-    chunks: List[bytes] = []
-    poller = select.poll()
-    poller.register(read_fd, select.POLLIN)
-    if pidfd is not None:
-        poller.register(pidfd, select.POLLIN)
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise ChildTimeoutError(timeout)
-        step = min(left, LONGEST_WAIT if pidfd is not None else 0.05)
-        with children.interruptible():
-            events = poller.poll(math.ceil(step * 1000))
-        ready = {fd for fd, _ in events}
-        if read_fd in ready:
-            chunk = os.read(read_fd, 1 << 20)
-            if chunk:
-                chunks.append(chunk)
-            else:
-                poller.unregister(read_fd)
-        if (pidfd in ready) if pidfd is not None else _exited(pid):
-            chunks.append(_drain(read_fd))
-            return b"".join(chunks)
+
+    _POLL_MS = 50  # without a pidfd
+
+    def __init__(self, read_fd: int, timeout: float) -> None:
+        self.read_fd, self.timeout = read_fd, timeout
+        self.deadline = time.monotonic() + timeout
+        self.poller = select.poll()
+        self.poller.register(read_fd, select.POLLIN)
+        self.first_ms = math.ceil(min(timeout, LONGEST_WAIT) * 1000)
+        self.chunks: List[bytes] = []
+
+    def collect(self, pid: int, pidfd: Optional[int]) -> bytes:
+        if pidfd is not None:
+            self.poller.register(pidfd, select.POLLIN)
+        wait_ms = self.first_ms if pidfd is not None else self._POLL_MS
+        while True:
+            with children.interruptible():
+                events = self.poller.poll(wait_ms)
+            ready = {fd for fd, _ in events}
+            if self.read_fd in ready:
+                chunk = os.read(self.read_fd, 1 << 20)
+                if chunk:
+                    self.chunks.append(chunk)
+                else:
+                    self.poller.unregister(self.read_fd)
+            if (pidfd in ready) if pidfd is not None else _exited(pid):
+                self.chunks.append(_drain(self.read_fd))
+                return b"".join(self.chunks)
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise ChildTimeoutError(self.timeout)
+            wait_ms = math.ceil(min(left, LONGEST_WAIT if pidfd is not None else self._POLL_MS / 1000) * 1000)
 
 
 def _exited(pid: int) -> bool:

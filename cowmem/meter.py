@@ -151,8 +151,10 @@ class ForkMeter:
         self._region_pages = located(regions).pages
         # Last, so that the maps it reads are those the child inherits.  Its
         # buffers are never among the mappings measured.
-        self._targets, self._snaps, self._buffers, self._maps_text = _prepare(len(self._region_pages))
+        self._buffers = _prepare(len(self._region_pages))
+        self._targets, self._snaps = self._buffers.targets, self._buffers.snaps
         self._counters, self._findings = self._buffers.counters, self._buffers.findings
+        self._maps_text = self._buffers.planned_for
 
     def anonymous_ranges(self) -> List[Tuple[int, int]]:
         """The anonymous private writable ranges measured ([start, stop) in bytes)."""
@@ -247,7 +249,6 @@ class ForkMeter:
     def close(self) -> None:
         """Release the buffers (in the parent; a child simply exits); report() is gone with them."""
         if self._buffers is not None:
-            self._snaps.close()
             _keep(self._buffers)
             self._buffers = self._findings = None
 
@@ -258,25 +259,23 @@ class ForkMeter:
         self.close()
 
 
-def _prepare(regions: int) -> Tuple[List[_linux.Mapping], _linux.PagemapSnapshots, "_Buffers", bytes]:
-    """The parent's private writable mappings, snapshots of them, and every buffer the child writes.
+def _prepare(regions: int) -> "_Buffers":
+    """Every buffer the child writes, with snapshots planned for the parent's private writable mappings.
 
     Making the buffers can add a mapping (a new allocator arena) after the
     maps were read: read again until they hold still, or a page present at
-    the fork would have no baseline.  The text of the last reading is
-    kept: the child compares its own maps with it after the access, to
-    see whether it mapped memory the snapshots do not cover.
+    the fork would have no baseline.  The text of the last reading is kept
+    (``planned_for``): the child compares its own maps with it after the
+    access, to see whether it mapped memory the snapshots do not cover,
+    and the next ForkMeter, finding the same maps, reuses the plans.
     """
     text = _linux.read_maps_text()
     for _ in range(5):
-        targets = _measured(text)
-        ranges = [(m.start, m.stop) for m in targets]
-        buffers = _take_buffers(_linux.PagemapSnapshots.bytes_for(ranges), regions, len(text))
-        snaps = _linux.PagemapSnapshots(ranges, buffers.snapshots)
+        buffers = _take_buffers(text, regions)
         again = _linux.read_maps_text()
-        if again == text or _measured(again) == targets:
-            return targets, snaps, buffers, again
-        snaps.close()
+        if again == text or _measured(again) == buffers.targets:
+            buffers.planned_for = again
+            return buffers
         _keep(buffers)
         text = again
     raise CowmemError("this process's mappings kept changing while cowmem prepared its "
@@ -292,10 +291,11 @@ def _measured(maps_text: bytes) -> List[_linux.Mapping]:
 class _Buffers:
     """Everything a measuring child writes: snapshots, room for its maps, counters, findings.
 
-    Kept for the next ForkMeter when closed (one spare set per process,
-    ``_take_buffers``): none of it is measured, and reusing it spares
-    mapping anything between the two readings of the maps, which would
-    cost a third.
+    Kept for the next ForkMeter when closed, with the snapshots' plans
+    (one spare set per process, ``_take_buffers``): none of it is
+    measured, and reusing it spares both mapping anything between the two
+    readings of the maps, which would cost a third, and planning again
+    for maps that did not change.
     """
 
     def __init__(self, snapshot_bytes: int, regions: int, maps_bytes: int) -> None:
@@ -308,12 +308,25 @@ class _Buffers:
         self.findings = _Findings(regions + snapshot_bytes // 16)
         self.counters = _linux.ProcCounters()
         self.owner = os.getpid()
+        self.targets: List[_linux.Mapping] = []
+        self.snaps: Optional[_linux.PagemapSnapshots] = None
+        self.planned_for = b""
 
     def fits(self, snapshot_bytes: int, regions: int, maps_bytes: int) -> bool:
-        return (self.owner == os.getpid() and len(self.snapshots) >= snapshot_bytes
-                and len(self.maps_room) >= 2 * maps_bytes and self.findings.capacity >= regions + snapshot_bytes // 16)
+        return (len(self.snapshots) >= snapshot_bytes and len(self.maps_room) >= 2 * maps_bytes
+                and self.findings.capacity >= regions + snapshot_bytes // 16)
+
+    def plan(self, targets: List[_linux.Mapping]) -> None:
+        """Snapshots of ``targets`` in these buffers."""
+        if self.snaps is not None:
+            self.snaps.close()
+        self.targets = targets
+        self.snaps = _linux.PagemapSnapshots([(m.start, m.stop) for m in targets], self.snapshots)
+        self.planned_for = b""
 
     def close(self) -> None:
+        if self.snaps is not None:
+            self.snaps.close()
         for view in (self.snapshots, self.maps_room):
             try:
                 view.release()
@@ -327,24 +340,38 @@ class _Buffers:
 _spare: List[_Buffers] = []
 
 
-def _take_buffers(snapshot_bytes: int, regions: int, maps_bytes: int) -> _Buffers:
-    """The spare buffers if they fit (and belong to this process, not to a parent it was forked from)."""
+def _take_buffers(maps_text: bytes, regions: int) -> _Buffers:
+    """Buffers planned for ``maps_text``: the spare set if it fits, its plans too if the maps are the same.
+
+    A spare set inherited from the process this one was forked from is
+    left alone: its shared memory is that process's too.
+    """
     buffers = _spare.pop() if _spare else None
-    if buffers is None or not buffers.fits(snapshot_bytes, regions, maps_bytes):
-        if buffers is not None and buffers.owner == os.getpid():
+    if buffers is not None and buffers.owner != os.getpid():
+        buffers = None
+    if buffers is not None and buffers.planned_for == maps_text and buffers.fits(0, regions, 0):
+        buffers.findings.reset(regions)
+        return buffers
+    targets = _measured(maps_text)
+    need = _linux.PagemapSnapshots.bytes_for([(m.start, m.stop) for m in targets])
+    if buffers is None or not buffers.fits(need, regions, len(maps_text)):
+        if buffers is not None:
             buffers.close()
-        buffers = _Buffers(snapshot_bytes, regions, maps_bytes)
+        buffers = _Buffers(need, regions, len(maps_text))
+    buffers.plan(targets)
     buffers.findings.reset(regions)
     return buffers
 
 
 def _keep(buffers: _Buffers) -> None:
     """Keep ``buffers`` as the spare, or release them if the spare is larger."""
-    if _spare and len(_spare[0].snapshots) >= len(buffers.snapshots):
+    if _spare and _spare[0].owner == os.getpid() and len(_spare[0].snapshots) >= len(buffers.snapshots):
         buffers.close()
         return
     while _spare:
-        _spare.pop().close()
+        spare = _spare.pop()
+        if spare.owner == os.getpid():
+            spare.close()
     _spare.append(buffers)
 
 
