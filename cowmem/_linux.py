@@ -19,10 +19,14 @@ docs/method.md describes the method these serve.
 
 from __future__ import annotations
 
+import ctypes
+import errno
+import fcntl
 import functools
 import mmap
 import os
 import re
+import struct
 import sys
 from dataclasses import dataclass, replace
 from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
@@ -62,6 +66,10 @@ _MADV_WIPEONFORK = 18
 _MADV_HUGEPAGE = getattr(mmap, "MADV_HUGEPAGE", 14)
 
 Range = Tuple[int, int]
+
+# No page numbers: shared, never written.
+NO_PAGES = np.zeros(0, np.uint64)
+NO_PAGES.flags.writeable = False
 
 
 @dataclass(frozen=True)
@@ -111,6 +119,51 @@ def private_writable_ranges(maps: Iterable[Mapping]) -> List[Range]:
     return [(m.start, m.stop) for m in maps if m.private_writable]
 
 
+# PROCMAP_QUERY (Linux 6.11+, include/uapi/linux/fs.h): one mapping per
+# ioctl on a maps file, without formatting the whole text (a file name
+# each), which is most of what reading maps costs.
+_QUERY = struct.Struct("=9Q4I2Q")   # struct procmap_query
+_PROCMAP_QUERY = (3 << 30) | (_QUERY.size << 16) | (ord("f") << 8) | 17   # _IOWR('f', 17, ...)
+_QUERY_WRITABLE, _QUERY_COVERING_OR_NEXT = 0x02, 0x10
+_VMA_SHARED = 0x08
+_query_missing: List[bool] = []
+
+
+def private_writable_now(path: str = MAPS_PATH) -> List[Range]:
+    """The ranges of the private writable mappings of the process ``path`` names, now.
+
+    One ioctl per writable mapping where the kernel has PROCMAP_QUERY,
+    else from the maps' text.
+    """
+    if not _query_missing:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            return _query_private_writable(fd)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTTY, errno.EINVAL):
+                raise
+            _query_missing.append(True)
+        finally:
+            os.close(fd)
+    return private_writable_ranges(parse_maps(read_maps_text(path), private_writable_only=True))
+
+
+def _query_private_writable(fd: int) -> List[Range]:
+    query = bytearray(_QUERY.size)
+    found: List[Range] = []
+    addr = 0
+    while True:
+        _QUERY.pack_into(query, 0, _QUERY.size, _QUERY_WRITABLE | _QUERY_COVERING_OR_NEXT, addr, *[0] * 12)
+        try:
+            fcntl.ioctl(fd, _PROCMAP_QUERY, query)
+        except FileNotFoundError:
+            return found  # no mapping at or above addr
+        start, stop, flags = _QUERY.unpack_from(query)[3:6]
+        if not flags & _VMA_SHARED:
+            found.append((start, stop))
+        addr = stop
+
+
 def subtract_ranges(ranges: Sequence[Range], remove: Sequence[Range]) -> List[Range]:
     """The parts of ``ranges`` (sorted, disjoint) not covered by any range in ``remove``."""
     cuts = sorted(r for r in remove if r[1] > r[0])
@@ -139,6 +192,17 @@ def subtract_from_maps(maps: Sequence[Mapping], remove: Sequence[Range]) -> List
                        for start, stop in subtract_ranges([(m.start, m.stop)], remove))
         else:
             out.append(m)
+    return out
+
+
+def _merge_adjacent(ranges: Sequence[Range]) -> List[Range]:
+    """Sorted ranges with each run of touching ones made one (one read instead of several)."""
+    out: List[Range] = []
+    for start, stop in ranges:
+        if out and out[-1][1] == start:
+            out[-1] = (out[-1][0], stop)
+        else:
+            out.append((start, stop))
     return out
 
 
@@ -331,7 +395,7 @@ class PagemapSnapshots:
 
     def __init__(self, ranges: Sequence[Range], view: memoryview, path: Optional[str] = None) -> None:
         self.path = path or PAGEMAP_PATH
-        self.ranges = [(start, stop) for start, stop in ranges if stop > start]
+        self.ranges = _merge_adjacent([(start, stop) for start, stop in ranges if stop > start])
         self.page_starts = np.array([start >> PAGE_SHIFT for start, _ in self.ranges], np.uint64)
         counts = [(stop - start) >> PAGE_SHIFT for start, stop in self.ranges]
         self.offsets = np.concatenate(([0], np.cumsum(counts, dtype=np.int64))).astype(np.int64)
@@ -339,6 +403,7 @@ class PagemapSnapshots:
         half = self.npages * ENTRY_SIZE
         views = [view[:half], view[half:2 * half]]
         self.entries = [np.frombuffer(v, np.uint64) for v in views]
+        self._addresses = tuple(e.ctypes.data for e in self.entries)
         self._plans = [self._plan(v, counts) for v in views]
         # One range is enough: the loop's objects are the plans', which
         # warm_up touches; what the loop makes is the same for each range.
@@ -376,6 +441,15 @@ class PagemapSnapshots:
         """Read snapshot ``which`` (0 or 1) into ``entries[which]``."""
         _read(self._fd, self._plans[which])
 
+    def changed(self) -> bool:
+        """True unless the two snapshots are the same bytes.
+
+        Compared with libc's memcmp: numpy's first calls in a forked child
+        copy a hundred pages of interpreter and numpy state, most of the
+        cost of a measurement that found nothing to compare.
+        """
+        return bool(self.npages) and _memcmp(*self._addresses, self.npages * ENTRY_SIZE) != 0
+
     def descriptor_intact(self) -> bool:
         """True when the descriptor ``attach`` opened still refers to the pagemap."""
         return _refers_to(self._fd, self.path)
@@ -383,7 +457,7 @@ class PagemapSnapshots:
     def page_numbers(self, index: np.ndarray) -> np.ndarray:
         """Virtual page numbers of the given positions in a snapshot."""
         if not index.size:
-            return np.zeros(0, np.uint64)
+            return NO_PAGES
         which = np.searchsorted(self.offsets, index, side="right") - 1
         return self.page_starts[which] + (index - self.offsets[which]).astype(np.uint64)
 
@@ -410,18 +484,24 @@ class UnforkedBuffer:
 
     The parent maps it but never writes it (and ``MADV_WIPEONFORK`` makes
     sure every child starts it empty), so it costs the parent nothing but
-    address space, and the child's first writes are fresh pages, huge
-    pages where the kernel has them (``view`` is 2 MiB aligned): a fault
-    per 2 MiB rather than per 4 KiB.  Its range is in ``own_ranges()``.
+    address space, and the child's first writes are fresh pages.  A large
+    one is made of huge pages where the kernel has them (``view`` is 2 MiB
+    aligned): a fault per 2 MiB rather than per 4 KiB; a small one is not,
+    as a huge page would be zeroed whole for a few pages used.  Its range is
+    in ``own_ranges()``.
     """
 
+    # Huge pages from this size on: a huge page zeroed costs about what
+    # faulting 150 of its 512 small pages one by one does.
+    HUGE_FROM = 1 << 20
+
     def __init__(self, capacity: int) -> None:
-        huge = huge_page_size()
+        huge = huge_page_size() if capacity >= self.HUGE_FROM else 0
         if huge:
             capacity += -capacity % huge  # whole huge pages: a fault each
         self.capacity = capacity
         self._mmap = mmap.mmap(-1, capacity + huge, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-        for advice in (_MADV_WIPEONFORK, _MADV_HUGEPAGE):
+        for advice in (_MADV_WIPEONFORK, _MADV_HUGEPAGE if huge else mmap.MADV_NOHUGEPAGE):
             try:
                 self._mmap.madvise(advice)
             except OSError:
@@ -474,6 +554,11 @@ def buffer_range(buffer: mmap.mmap) -> Range:
     """The address range of an mmap object."""
     addr = np.frombuffer(buffer, np.uint8).ctypes.data
     return addr, addr + len(buffer)
+
+
+_memcmp = ctypes.CDLL(None).memcmp
+_memcmp.restype = ctypes.c_int
+_memcmp.argtypes = (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)
 
 
 def _refers_to(fd: int, path: str) -> bool:

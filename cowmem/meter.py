@@ -154,7 +154,6 @@ class ForkMeter:
         self._buffers = _prepare(len(self._region_pages))
         self._targets, self._snaps = self._buffers.targets, self._buffers.snaps
         self._counters, self._findings = self._buffers.counters, self._buffers.findings
-        self._maps_text = self._buffers.planned_for
 
     def anonymous_ranges(self) -> List[Tuple[int, int]]:
         """The anonymous private writable ranges measured ([start, stop) in bytes)."""
@@ -187,13 +186,12 @@ class ForkMeter:
         try:
             snaps.take(1)
             counters.read(1)
-            maps_now = _read_into(_linux.MAPS_PATH, self._buffers.maps_room)
         except OSError:
             self._check_descriptors()
             raise
-        self._check_descriptors()
         # Nothing below is measured: it may allocate freely.
-        self._findings.store(self._compare(maps_now), t1 - t0)
+        self._check_descriptors()
+        self._findings.store(self._compare(), t1 - t0)
 
     def _check_descriptors(self) -> None:
         if not (self._snaps.descriptor_intact() and self._counters.descriptors_intact()):
@@ -201,17 +199,19 @@ class ForkMeter:
                 "the access closed or replaced file descriptors it did not open (os.closerange?): "
                 "cowmem's child could not read its own pagemap, so nothing was measured")
 
-    def _compare(self, maps_now: Optional[memoryview]) -> "_Found":
+    def _compare(self) -> "_Found":
         snaps, facts = self._snaps, self._facts
         before, after = snaps.entries
-        diff = compare(before, after, facts.zero_frame if facts.frames_readable else None)
+        diff = compare(before, after, facts.zero_frame if facts.frames_readable else None) \
+            if snaps.changed() else _NOTHING
         unobserved = [0] * len(self._region_pages)
         if self._region_pages:
             blind = snaps.page_numbers(exclusive_positions(before))
             unobserved = [int(np.count_nonzero(np.isin(own, blind, assume_unique=True)))
                           for own in self._region_pages.values()]
         fresh_new = 0
-        if maps_now is None or maps_now.tobytes() != self._maps_text:  # as bytes: memcmp, not item by item
+        if _linux.private_writable_now() != self._buffers.planned_for:
+            # Memory mapped since the parent read its maps has no baseline.
             known = [(m.start, m.stop) for m in self._targets] + _linux.own_ranges()
             fresh_new = fresh_in_new_mappings(sorted(known), facts)
         return _Found(snaps.page_numbers(diff.copied), diff.fresh + fresh_new, diff.swapped, unobserved)
@@ -222,12 +222,13 @@ class ForkMeter:
             raise CowmemError("no measurement to report: this ForkMeter was closed")
         found, access_ns = self._findings.load()
         copied = found.copied
-        starts = np.array([m.start >> PAGE_SHIFT for m in self._targets], np.uint64)
-        which = np.searchsorted(starts, copied, side="right") - 1
         by_label: Dict[str, int] = {}
-        for index, count in zip(*np.unique(which, return_counts=True)):
-            label = self._targets[index].label
-            by_label[label] = by_label.get(label, 0) + int(count) * PAGE_SIZE
+        if copied.size:
+            starts = np.array([m.start >> PAGE_SHIFT for m in self._targets], np.uint64)
+            which = np.searchsorted(starts, copied, side="right") - 1
+            for index, count in zip(*np.unique(which, return_counts=True)):
+                label = self._targets[index].label
+                by_label[label] = by_label.get(label, 0) + int(count) * PAGE_SIZE
         minflt_before, uss_before, dirty_before = self._counters.parse(0)
         minflt_after, uss_after, dirty_after = self._counters.parse(1)
         return ForkReport(
@@ -264,108 +265,101 @@ def _prepare(regions: int) -> "_Buffers":
 
     Making the buffers can add a mapping (a new allocator arena) after the
     maps were read: read again until they hold still, or a page present at
-    the fork would have no baseline.  The text of the last reading is kept
-    (``planned_for``): the child compares its own maps with it after the
+    the fork would have no baseline.  The mappings so found are kept
+    (``planned_for``): the child compares its own with them after the
     access, to see whether it mapped memory the snapshots do not cover,
-    and the next ForkMeter, finding the same maps, reuses the plans.
+    and the next ForkMeter, finding them unchanged, reuses the plans and
+    makes nothing that a second reading would have to look for.
     """
-    text = _linux.read_maps_text()
     for _ in range(5):
-        buffers = _take_buffers(text, regions)
-        again = _linux.read_maps_text()
-        if again == text or _measured(again) == buffers.targets:
-            buffers.planned_for = again
+        now = _linux.private_writable_now()
+        buffers = _spare_planned_for(now, regions)
+        if buffers is not None:
+            return buffers
+        text = _linux.read_maps_text()  # for the mappings' names
+        targets = _linux.subtract_from_maps(_linux.parse_maps(text, private_writable_only=True),
+                                            _linux.own_ranges())
+        ranges = [(m.start, m.stop) for m in targets]
+        buffers = _take_buffers(_linux.PagemapSnapshots.bytes_for(ranges), regions)
+        buffers.plan(targets)
+        after = _linux.private_writable_now()
+        if _linux.subtract_ranges(after, _linux.own_ranges()) == ranges:
+            buffers.planned_for = after
             return buffers
         _keep(buffers)
-        text = again
     raise CowmemError("this process's mappings kept changing while cowmem prepared its "
                       "buffers (another thread mapping memory?); try again")
 
 
-def _measured(maps_text: bytes) -> List[_linux.Mapping]:
-    """The mappings a child forked now shares copy-on-write, cowmem's own buffers left out."""
-    return _linux.subtract_from_maps(_linux.parse_maps(maps_text, private_writable_only=True),
-                                     _linux.own_ranges())
-
-
 class _Buffers:
-    """Everything a measuring child writes: snapshots, room for its maps, counters, findings.
+    """Everything a measuring child writes: snapshots, counters, findings.
 
     Kept for the next ForkMeter when closed, with the snapshots' plans
-    (one spare set per process, ``_take_buffers``): none of it is
-    measured, and reusing it spares both mapping anything between the two
-    readings of the maps, which would cost a third, and planning again
-    for maps that did not change.
+    (one spare set per process): none of it is measured, and reusing it
+    spares both mapping anything while the maps are read, which would mean
+    reading them again, and planning again for mappings that did not change.
     """
 
-    def __init__(self, snapshot_bytes: int, regions: int, maps_bytes: int) -> None:
+    def __init__(self, snapshot_bytes: int, regions: int) -> None:
         # Room to grow: the same data measured again seldom needs more.
         snapshot_bytes += snapshot_bytes // 4 + (1 << 16)
-        maps_bytes = 2 * maps_bytes + (1 << 16)
-        self.memory = _linux.UnforkedBuffer(snapshot_bytes + maps_bytes)
-        self.snapshots = self.memory.view[:snapshot_bytes]
-        self.maps_room = self.memory.view[snapshot_bytes:]
+        self.memory = _linux.UnforkedBuffer(snapshot_bytes)
         self.findings = _Findings(regions + snapshot_bytes // 16)
         self.counters = _linux.ProcCounters()
         self.owner = os.getpid()
         self.targets: List[_linux.Mapping] = []
         self.snaps: Optional[_linux.PagemapSnapshots] = None
-        self.planned_for = b""
+        self.planned_for: List[Tuple[int, int]] = []
 
-    def fits(self, snapshot_bytes: int, regions: int, maps_bytes: int) -> bool:
-        return (len(self.snapshots) >= snapshot_bytes and len(self.maps_room) >= 2 * maps_bytes
-                and self.findings.capacity >= regions + snapshot_bytes // 16)
+    def fits(self, snapshot_bytes: int, regions: int) -> bool:
+        return self.memory.capacity >= snapshot_bytes and self.findings.capacity >= regions + snapshot_bytes // 16
 
     def plan(self, targets: List[_linux.Mapping]) -> None:
         """Snapshots of ``targets`` in these buffers."""
         if self.snaps is not None:
             self.snaps.close()
         self.targets = targets
-        self.snaps = _linux.PagemapSnapshots([(m.start, m.stop) for m in targets], self.snapshots)
-        self.planned_for = b""
+        self.snaps = _linux.PagemapSnapshots([(m.start, m.stop) for m in targets], self.memory.view)
+        self.planned_for = []
 
     def close(self) -> None:
         if self.snaps is not None:
             self.snaps.close()
-        for view in (self.snapshots, self.maps_room):
-            try:
-                view.release()
-            except BufferError:
-                pass  # still viewed: released with the last view
         self.memory.close()
         self.findings.close()
         self.counters.close()
 
 
+# At most one set, and only this process's: a set inherited from the
+# process this one was forked from is left alone, its shared memory being
+# that process's too.
 _spare: List[_Buffers] = []
 
 
-def _take_buffers(maps_text: bytes, regions: int) -> _Buffers:
-    """Buffers planned for ``maps_text``: the spare set if it fits, its plans too if the maps are the same.
+def _spare_planned_for(mappings: List[Tuple[int, int]], regions: int) -> Optional[_Buffers]:
+    """The spare set, taken, if its plans are for ``mappings`` and it has room for ``regions``."""
+    if not (_spare and _spare[0].owner == os.getpid() and _spare[0].planned_for == mappings
+            and _spare[0].fits(0, regions)):
+        return None
+    buffers = _spare.pop()
+    buffers.findings.reset(regions)
+    return buffers
 
-    A spare set inherited from the process this one was forked from is
-    left alone: its shared memory is that process's too.
-    """
-    buffers = _spare.pop() if _spare else None
-    if buffers is not None and buffers.owner != os.getpid():
-        buffers = None
-    if buffers is not None and buffers.planned_for == maps_text and buffers.fits(0, regions, 0):
-        buffers.findings.reset(regions)
-        return buffers
-    targets = _measured(maps_text)
-    need = _linux.PagemapSnapshots.bytes_for([(m.start, m.stop) for m in targets])
-    if buffers is None or not buffers.fits(need, regions, len(maps_text)):
+
+def _take_buffers(snapshot_bytes: int, regions: int) -> _Buffers:
+    """The spare set if it fits, else new buffers."""
+    buffers = _spare.pop() if _spare and _spare[0].owner == os.getpid() else None
+    if buffers is None or not buffers.fits(snapshot_bytes, regions):
         if buffers is not None:
             buffers.close()
-        buffers = _Buffers(need, regions, len(maps_text))
-    buffers.plan(targets)
+        buffers = _Buffers(snapshot_bytes, regions)
     buffers.findings.reset(regions)
     return buffers
 
 
 def _keep(buffers: _Buffers) -> None:
     """Keep ``buffers`` as the spare, or release them if the spare is larger."""
-    if _spare and _spare[0].owner == os.getpid() and len(_spare[0].snapshots) >= len(buffers.snapshots):
+    if _spare and _spare[0].owner == os.getpid() and _spare[0].memory.capacity >= buffers.memory.capacity:
         buffers.close()
         return
     while _spare:
@@ -373,22 +367,6 @@ def _keep(buffers: _Buffers) -> None:
         if spare.owner == os.getpid():
             spare.close()
     _spare.append(buffers)
-
-
-def _read_into(path: str, scratch: bytearray) -> Optional[memoryview]:
-    """A file's bytes read into ``scratch`` (no allocation but the views); None if it does not fit."""
-    view = memoryview(scratch)
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        done = 0
-        while done < len(view):
-            got = os.readv(fd, [view[done:]])
-            if got == 0:
-                return view[:done]
-            done += got
-        return None
-    finally:
-        os.close(fd)
 
 
 class _Found(NamedTuple):
@@ -412,7 +390,8 @@ class _Findings:
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self._buffer = _linux.shared_buffer((self._HEAD + capacity) * 8, populate=False)
-        self._words = np.frombuffer(self._buffer, np.int64)
+        # Counts through a plain view: numpy's first calls in a child cost more.
+        self._words = memoryview(self._buffer).cast("q")
         self._regions = 0
 
     def reset(self, regions: int) -> None:
@@ -423,8 +402,10 @@ class _Findings:
 
     def store(self, found: _Found, access_ns: int) -> None:
         words, first = self._words, self._HEAD + self._regions
-        words[first:first + found.copied.size] = found.copied.view(np.int64)
-        words[self._HEAD:first] = found.unobserved
+        if found.copied.size:
+            np.frombuffer(self._buffer, np.int64, found.copied.size, first * 8)[:] = found.copied.view(np.int64)
+        for k, count in enumerate(found.unobserved):
+            words[self._HEAD + k] = count
         words[self._FRESH], words[self._SWAPPED] = found.fresh, found.swapped
         words[self._ACCESS_NS], words[self._COPIED] = access_ns, found.copied.size
         words[self._DONE] = 1
@@ -434,13 +415,13 @@ class _Findings:
         words, first = self._words, self._HEAD + self._regions
         if words[self._DONE] != 1:
             raise CowmemError("no measurement to report: ForkMeter.run() has not completed")
-        copied = words[first:first + int(words[self._COPIED])].view(np.uint64).copy()
-        found = _Found(copied, int(words[self._FRESH]), int(words[self._SWAPPED]),
-                       [int(n) for n in words[self._HEAD:first]])
-        return found, int(words[self._ACCESS_NS])
+        copied = np.frombuffer(self._buffer, np.uint64, words[self._COPIED], first * 8).copy()
+        found = _Found(copied, words[self._FRESH], words[self._SWAPPED],
+                       [words[self._HEAD + k] for k in range(self._regions)])
+        return found, words[self._ACCESS_NS]
 
     def close(self) -> None:
-        self._words = None
+        self._words.release()
         _linux.release(self._buffer)
 
 
@@ -476,7 +457,7 @@ def _pages_of(starts: np.ndarray, stops: np.ndarray) -> np.ndarray:
 
 def _per_region(region_pages: Mapping[str, np.ndarray], pages: np.ndarray) -> Mapping[str, int]:
     return types.MappingProxyType(
-        {name: int(np.count_nonzero(np.isin(own, pages, assume_unique=True))) * PAGE_SIZE
+        {name: int(np.count_nonzero(np.isin(own, pages, assume_unique=True))) * PAGE_SIZE if pages.size else 0
          for name, own in region_pages.items()})
 
 
@@ -532,6 +513,9 @@ class Diff(NamedTuple):
     copied: np.ndarray   # positions of the copied pages, sorted
     fresh: int           # pages populated without a copy
     swapped: int         # pages swapped out in a snapshot, whose entry changed
+
+
+_NOTHING = Diff(_linux.NO_PAGES.astype(np.int64), 0, 0)
 
 
 def compare(before: np.ndarray, after: np.ndarray, zero_frame: Optional[int]) -> Diff:
