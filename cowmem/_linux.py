@@ -458,7 +458,7 @@ class PagemapSnapshots:
         """Virtual page numbers of the given positions in a snapshot."""
         if not index.size:
             return NO_PAGES
-        which = np.searchsorted(self.offsets, index, side="right") - 1
+        which = self.offsets.searchsorted(index, side="right") - 1
         return self.page_starts[which] + (index - self.offsets[which]).astype(np.uint64)
 
     def close(self) -> None:

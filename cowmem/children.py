@@ -22,13 +22,12 @@ rules:
 from __future__ import annotations
 
 import _signal
-import contextlib
 import os
 import select
 import signal
 import sys
 import threading
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 Handlers = Dict[int, Any]
 
@@ -57,29 +56,41 @@ def _hold(signum: int, frame: Any) -> None:
         holding.pending.append(signum)
 
 
-@contextlib.contextmanager
-def held_back() -> Iterator[Handlers]:
+class held_back:
     """Record every signal that has a Python handler; run their handlers at the end.
 
     Inside, a signal's handler runs only within ``interruptible()``.
-    Yields the program's handlers: a child forked inside must put them
-    back with :func:`become_child`.  Only the main thread runs Python
-    signal handlers, so in another thread nothing can interrupt cowmem and
-    this does nothing.  Nested blocks share the outermost one.
+    ``with held_back() as handlers``: the program's handlers, which a child
+    forked inside must put back with :func:`become_child`.  Only the main
+    thread runs Python signal handlers, so in another thread nothing can
+    interrupt cowmem and this does nothing.  Nested blocks share the
+    outermost one.  (A class, not a generator: it runs at every
+    measurement, where each page of code touched costs a fault.)
     """
-    if _holding or threading.current_thread() is not threading.main_thread():
-        yield _holding[0].handlers if _holding else {}
-        return
-    holding = _Holding()
-    _holding.append(holding)
-    try:
-        for signum in _SIGNALS:
-            if callable(_signal.getsignal(signum)):
-                # signal() first runs the handlers of signals already
-                # pending: one may raise here, before anything is owned.
-                holding.handlers[signum] = _signal.signal(signum, _hold)
-        yield holding.handlers
-    finally:
+
+    def __enter__(self) -> Handlers:
+        self._holding: Optional[_Holding] = None
+        if _holding or threading.current_thread() is not threading.main_thread():
+            return _holding[0].handlers if _holding else {}
+        holding = self._holding = _Holding()
+        _holding.append(holding)
+        try:
+            for signum in _SIGNALS:
+                if callable(_signal.getsignal(signum)):
+                    # signal() first runs the handlers of signals already
+                    # pending: one may raise here, before anything is owned.
+                    holding.handlers[signum] = _signal.signal(signum, _hold)
+        except BaseException:
+            self._release()
+            raise
+        return holding.handlers
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._holding is not None:
+            self._release()
+
+    def _release(self) -> None:
+        holding = self._holding
         holding.interruptible = False
         _put_back(holding.handlers)
         _holding.clear()
@@ -87,21 +98,24 @@ def held_back() -> Iterator[Handlers]:
             signal.raise_signal(signum)  # its own handler runs now, and may raise
 
 
-@contextlib.contextmanager
-def interruptible() -> Iterator[None]:
+class interruptible:
     """A wait inside ``held_back()``: signals run their handlers here, those held first."""
-    if not _holding:
-        yield
-        return
-    holding = _holding[0]
-    holding.interruptible = True
-    try:
-        while holding.pending:
-            signum = holding.pending.pop(0)
-            holding.handlers[signum](signum, sys._getframe())
-        yield
-    finally:
-        holding.interruptible = False
+
+    def __enter__(self) -> None:
+        if _holding:
+            holding = _holding[0]
+            holding.interruptible = True
+            while holding.pending:
+                signum = holding.pending.pop(0)
+                try:
+                    holding.handlers[signum](signum, sys._getframe())
+                except BaseException:
+                    holding.interruptible = False
+                    raise
+
+    def __exit__(self, *exc: Any) -> None:
+        if _holding:
+            _holding[0].interruptible = False
 
 
 def _put_back(handlers: Handlers) -> None:

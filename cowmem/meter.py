@@ -207,8 +207,7 @@ class ForkMeter:
         unobserved = [0] * len(self._region_pages)
         if self._region_pages:
             blind = snaps.page_numbers(exclusive_positions(before))
-            unobserved = [int(np.count_nonzero(np.isin(own, blind, assume_unique=True)))
-                          for own in self._region_pages.values()]
+            unobserved = [_common(own, blind) for own in self._region_pages.values()]
         fresh_new = 0
         if _linux.private_writable_now() != self._buffers.planned_for:
             # Memory mapped since the parent read its maps has no baseline.
@@ -224,11 +223,13 @@ class ForkMeter:
         copied = found.copied
         by_label: Dict[str, int] = {}
         if copied.size:
+            # numpy's methods, not its Python-level functions: this runs
+            # after each fork, when each page first written costs a fault.
             starts = np.array([m.start >> PAGE_SHIFT for m in self._targets], np.uint64)
-            which = np.searchsorted(starts, copied, side="right") - 1
-            for index, count in zip(*np.unique(which, return_counts=True)):
+            counts = np.bincount(starts.searchsorted(copied, side="right") - 1, minlength=len(starts))
+            for index in counts.nonzero()[0].tolist():
                 label = self._targets[index].label
-                by_label[label] = by_label.get(label, 0) + int(count) * PAGE_SIZE
+                by_label[label] = by_label.get(label, 0) + int(counts[index]) * PAGE_SIZE
         minflt_before, uss_before, dirty_before = self._counters.parse(0)
         minflt_after, uss_after, dirty_after = self._counters.parse(1)
         return ForkReport(
@@ -456,19 +457,27 @@ def _pages_of(starts: np.ndarray, stops: np.ndarray) -> np.ndarray:
 
 
 def _per_region(region_pages: Mapping[str, np.ndarray], pages: np.ndarray) -> Mapping[str, int]:
-    return types.MappingProxyType(
-        {name: int(np.count_nonzero(np.isin(own, pages, assume_unique=True))) * PAGE_SIZE if pages.size else 0
-         for name, own in region_pages.items()})
+    """Bytes of ``pages`` (sorted, unique) inside each region's own (sorted, unique) pages."""
+    return types.MappingProxyType({name: _common(own, pages) * PAGE_SIZE for name, own in region_pages.items()})
+
+
+def _common(a: np.ndarray, b: np.ndarray) -> int:
+    """How many values two sorted unique arrays share: the smaller looked up in the larger."""
+    small, large = (a, b) if a.size <= b.size else (b, a)
+    if not small.size:
+        return 0
+    at = large.searchsorted(small).clip(max=large.size - 1)
+    return int(np.count_nonzero(large[at] == small))
 
 
 def _runs(pages: np.ndarray) -> Tuple[Tuple[int, int], ...]:
     """Merge sorted page numbers into byte ranges ``(start, stop)``."""
     if pages.size == 0:
         return ()
-    breaks = np.flatnonzero(np.diff(pages) != 1)
-    firsts = np.concatenate(([pages[0]], pages[breaks + 1]))
-    lasts = np.concatenate((pages[breaks], [pages[-1]]))
-    return tuple((int(f) << PAGE_SHIFT, (int(l) + 1) << PAGE_SHIFT) for f, l in zip(firsts, lasts))
+    breaks = ((pages[1:] - pages[:-1]) != 1).nonzero()[0]
+    firsts = np.concatenate((pages[:1], pages[breaks + 1])).tolist()
+    lasts = np.concatenate((pages[breaks], pages[-1:])).tolist()
+    return tuple((f << PAGE_SHIFT, (l + 1) << PAGE_SHIFT) for f, l in zip(firsts, lasts))
 
 
 def copied_page_numbers(report: ForkReport) -> np.ndarray:
@@ -528,7 +537,7 @@ def compare(before: np.ndarray, after: np.ndarray, zero_frame: Optional[int]) ->
     whose entry did not change is none of these, so only those that
     changed are looked at: a few pages for most accesses.
     """
-    changed = np.flatnonzero(before != after)
+    changed = (before != after).nonzero()[0]
     if not changed.size:
         return Diff(changed, 0, 0)
     b, a = before[changed], after[changed]
@@ -545,7 +554,7 @@ def compare(before: np.ndarray, after: np.ndarray, zero_frame: Optional[int]) ->
 
 def exclusive_positions(entries: np.ndarray) -> np.ndarray:
     """Positions of the present, anonymous, exclusively mapped pages of a snapshot."""
-    return np.flatnonzero((_linux.flags(entries) & _KIND) == (_PRESENT | _EXCLUSIVE))
+    return ((_linux.flags(entries) & _KIND) == (_PRESENT | _EXCLUSIVE)).nonzero()[0]
 
 
 def fresh_in_new_mappings(known: Sequence[Tuple[int, int]], facts: _linux.PagemapFacts) -> int:
