@@ -269,16 +269,15 @@ def _exited(pid: int) -> bool:
 
 
 def _drain(fd: int) -> bytes:
-    os.set_blocking(fd, False)
+    """What is left in the pipe of a child that has exited (a grandchild may still hold it open)."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
     parts = []
-    try:
-        while True:
-            chunk = os.read(fd, 1 << 20)
-            if not chunk:
-                break
-            parts.append(chunk)
-    except BlockingIOError:
-        pass
+    while poller.poll(0):
+        chunk = os.read(fd, 1 << 20)
+        if not chunk:
+            break
+        parts.append(chunk)
     return b"".join(parts)
 
 
