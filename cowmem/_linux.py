@@ -509,16 +509,8 @@ class UnforkedBuffer:
         start, stop = buffer_range(self._mmap)
         self.range = (start, stop + (-stop % PAGE_SIZE))  # as mapped: whole pages
         _own_ranges.add(self.range)
-        self._skip = skip = -start % huge if huge else 0
+        skip = -start % huge if huge else 0
         self.view = memoryview(self._mmap)[skip:skip + capacity]
-
-    def fill(self, nbytes: int) -> None:
-        """In the child: fault in the first ``nbytes`` at once (one call, not a fault per page)."""
-        length = min(nbytes + -nbytes % PAGE_SIZE, self.capacity)
-        try:
-            self._mmap.madvise(_MADV_POPULATE_WRITE, self._skip, length)
-        except OSError:
-            pass  # Linux before 5.14: the writes fault them in
 
     def close(self) -> None:
         _own_ranges.discard(self.range)

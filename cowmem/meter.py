@@ -168,7 +168,6 @@ class ForkMeter:
         snaps, counters = self._snaps, self._counters
         # Everything between the fork and the baseline may copy a page the
         # access would have copied: only reads into memory prepared by the parent.
-        self._buffers.memory.fill(snaps.bytes_for(snaps.ranges))
         snaps.attach()
         counters.attach(self.cross_checks)
         snaps.warm_up()
