@@ -17,15 +17,16 @@ from typing import TYPE_CHECKING, Any, Dict, List
 
 from .errors import (AccessError, ChildExitedError, ChildKilledError, ChildTimeoutError,
                      CowmemError, ExplainError, ExplainUnavailableError, InsufficientMemoryError,
-                     NotApplicableError, UnknownNameError, UnsupportedPlatformError)
+                     LocateError, NotApplicableError, UnknownNameError, UnsupportedPlatformError,
+                     UnverifiedLayoutError)
 
 __version__ = "0.2.0"
 
 # Public name -> the module that defines it.
 _LAZY: Dict[str, str] = {
     "measure_fork": "fork", "ForkSafetyWarning": "fork",
-    "ForkMeter": "meter", "ForkReport": "meter", "Regions": "meter",
-    "memory_ranges": "objects",
+    "ForkMeter": "meter", "ForkReport": "meter", "Regions": "regions",
+    "memory_ranges": "locate",
     "PAGE_SIZE": "_linux",
     "Explanation": "explain", "CAUSES": "explain",
 }
@@ -34,14 +35,16 @@ if TYPE_CHECKING:
     from ._linux import PAGE_SIZE
     from .explain import CAUSES, Explanation
     from .fork import ForkSafetyWarning, measure_fork
-    from .meter import ForkMeter, ForkReport, Regions
-    from .objects import memory_ranges
+    from .locate import memory_ranges
+    from .meter import ForkMeter, ForkReport
+    from .regions import Regions
 
 __all__ = [
     "measure_fork", "ForkReport", "ForkMeter", "Regions", "memory_ranges", "PAGE_SIZE",
     "CowmemError", "UnsupportedPlatformError", "AccessError", "ChildKilledError",
     "ChildExitedError", "ChildTimeoutError", "UnknownNameError", "NotApplicableError",
     "InsufficientMemoryError", "ForkSafetyWarning", "ExplainError", "ExplainUnavailableError",
+    "UnverifiedLayoutError", "LocateError",
     "Explanation", "CAUSES",
 ]
 

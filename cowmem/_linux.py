@@ -251,6 +251,16 @@ def pagemap_facts(path: Optional[str] = None) -> PagemapFacts:
     return _facts[path]
 
 
+def check_pagemap(path: Optional[str] = None) -> None:
+    """Raise UnsupportedPlatformError unless ``path``'s pagemap can be measured with (``pagemap_facts``)."""
+    pagemap_facts(path)
+
+
+def zero_page_frame() -> int:
+    """The frame number of the kernel's shared zero page; 0 when frame numbers are hidden."""
+    return pagemap_facts().zero_frame
+
+
 def _probe(path: str) -> PagemapFacts:
     try:
         os.close(os.open(path, os.O_RDONLY))
@@ -592,25 +602,46 @@ def _read_rest(fd: int, offset: int, view: memoryview) -> None:
         done += got
 
 
-def read_entries(ranges: Sequence[Range], path: Optional[str] = None) -> np.ndarray:
-    """Pagemap entries of ``ranges`` concatenated, read once (allocates)."""
+def read_entries(ranges: Sequence[Range], path: Optional[str] = None,
+                 out: Optional[np.ndarray] = None) -> np.ndarray:
+    """Pagemap entries of ``ranges`` concatenated, read once.
+
+    ``path`` may name another process's pagemap (``/proc/PID/pagemap``):
+    reading it needs ptrace access to that process, and its frame numbers
+    CAP_SYS_ADMIN.  With ``out`` (a uint64 array at least that long) the
+    entries go into its beginning, and that view is returned: a reader that
+    samples again and again touches no new memory.
+    """
+    counts = [(stop - start) >> PAGE_SHIFT for start, stop in ranges]
+    total = sum(counts)
+    entries = np.empty(total, np.uint64) if out is None or out.size < total else out[:total]
+    pieces, lo = [], 0
+    for (start, _), count in zip(ranges, counts):
+        pieces.append((start, entries[lo:lo + count]))
+        lo += count
+    read_entries_into(pieces, path)
+    return entries
+
+
+def read_entries_into(pieces: Sequence[Tuple[int, np.ndarray]], path: Optional[str] = None) -> None:
+    """For each ``(address, out)``: the entries of the pages from byte
+    ``address`` on into the uint64 array ``out``, as many as it holds."""
     fd = os.open(path or PAGEMAP_PATH, os.O_RDONLY)
     try:
-        parts = []
-        for start, stop in ranges:
-            n = (stop - start) >> PAGE_SHIFT
-            buf = bytearray(n * ENTRY_SIZE)
-            _read_rest(fd, (start >> PAGE_SHIFT) * ENTRY_SIZE, memoryview(buf))
-            parts.append(np.frombuffer(buf, np.uint64))
-        return np.concatenate(parts) if parts else np.zeros(0, np.uint64)
+        for start, out in pieces:
+            _read_rest(fd, (start >> PAGE_SHIFT) * ENTRY_SIZE, memoryview(out).cast("B"))
     finally:
         os.close(fd)
 
 
-def flags(entries: np.ndarray) -> np.ndarray:
-    """The top byte of every entry (bits 56-63), as a contiguous uint8 array; test with FLAG_*."""
+def flags(entries: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
+    """The top byte of every entry (bits 56-63), as a contiguous uint8 array
+    (``out`` if given, of the same length); test with FLAG_*."""
     top = 7 if sys.byteorder == "little" else 0
-    return np.ascontiguousarray(entries.view(np.uint8)[top::8])
+    if out is None:
+        return np.ascontiguousarray(entries.view(np.uint8)[top::8])
+    np.copyto(out, entries.view(np.uint8)[top::8])
+    return out
 
 
 def page_span(ranges: Iterable[Range]) -> np.ndarray:

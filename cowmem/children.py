@@ -9,8 +9,8 @@ rules:
   exists but before its pid is known, and one raised in the middle of a
   clean-up leaves the rest undone.  So while cowmem owns a child, every
   signal that has a Python handler is only recorded, except inside the
-  waits (``interruptible``), where nothing is half done; those recorded
-  are raised again when the operation ends.
+  waits (``waiting``), where nothing is half done; those recorded are
+  raised again when the operation ends.
 * **Every child leads its own process group** (``become_child`` in the
   child, ``lead_own_group`` in the parent: both, since either may run
   first), so that whatever the child forks in turn can be reached too.
@@ -36,86 +36,82 @@ Handlers = Dict[int, Any]
 _SIGNALS = sorted(int(s) for s in signal.valid_signals())
 
 
-class _Holding:
-    """The state of the outermost ``held_back()`` open in this process."""
-
-    def __init__(self) -> None:
-        self.handlers: Handlers = {}   # the program's own, replaced meanwhile
-        self.pending: List[int] = []
-        self.interruptible = False
-
-
-_holding: List[_Holding] = []
+# The state of the outermost held_back() open in this process, made once,
+# here: held_back and waiting run between a fork and the child's baseline,
+# where every object made or written can be a page the measurement sees
+# (docs/method.md, "Disturbing what is measured").
+_handlers: Handlers = {}      # the program's own, replaced meanwhile
+_pending: List[int] = []
+_state = [False, False]       # [holding, interruptible]
 
 
 def _hold(signum: int, frame: Any) -> None:
-    holding = _holding[0]
-    if holding.interruptible:
-        holding.handlers[signum](signum, frame)
+    if _state[1]:
+        _handlers[signum](signum, frame)
     else:
-        holding.pending.append(signum)
+        _pending.append(signum)
 
 
 class held_back:
     """Record every signal that has a Python handler; run their handlers at the end.
 
-    Inside, a signal's handler runs only within ``interruptible()``.
+    Inside, a signal's handler runs only within :func:`waiting`.
     ``with held_back() as handlers``: the program's handlers, which a child
     forked inside must put back with :func:`become_child`.  Only the main
     thread runs Python signal handlers, so in another thread nothing can
     interrupt cowmem and this does nothing.  Nested blocks share the
-    outermost one.  (A class, not a generator: it runs at every
-    measurement, where each page of code touched costs a fault.)
+    outermost one.
     """
 
     def __enter__(self) -> Handlers:
-        self._holding: Optional[_Holding] = None
-        if _holding or threading.current_thread() is not threading.main_thread():
-            return _holding[0].handlers if _holding else {}
-        holding = self._holding = _Holding()
-        _holding.append(holding)
+        self._outermost = not _state[0] and threading.current_thread() is threading.main_thread()
+        if not self._outermost:
+            return _handlers
+        _state[0] = True
         try:
             for signum in _SIGNALS:
                 if callable(_signal.getsignal(signum)):
                     # signal() first runs the handlers of signals already
                     # pending: one may raise here, before anything is owned.
-                    holding.handlers[signum] = _signal.signal(signum, _hold)
+                    _handlers[signum] = _signal.signal(signum, _hold)
         except BaseException:
             self._release()
             raise
-        return holding.handlers
+        return _handlers
 
     def __exit__(self, *exc: Any) -> None:
-        if self._holding is not None:
+        if self._outermost:
             self._release()
 
-    def _release(self) -> None:
-        holding = self._holding
-        holding.interruptible = False
-        _put_back(holding.handlers)
-        _holding.clear()
-        for signum in dict.fromkeys(holding.pending):
+    @staticmethod
+    def _release() -> None:
+        _state[1] = False
+        _put_back(_handlers)
+        _handlers.clear()
+        _state[0] = False
+        held = list(dict.fromkeys(_pending))
+        _pending.clear()
+        for signum in held:
             signal.raise_signal(signum)  # its own handler runs now, and may raise
 
 
-class interruptible:
-    """A wait inside ``held_back()``: signals run their handlers here, those held first."""
+def waiting(wait: Callable[[Any], Any], arg: Any) -> Any:
+    """``wait(arg)``, with the signals held back by ``held_back()`` let through meanwhile.
 
-    def __enter__(self) -> None:
-        if _holding:
-            holding = _holding[0]
-            holding.interruptible = True
-            while holding.pending:
-                signum = holding.pending.pop(0)
-                try:
-                    holding.handlers[signum](signum, sys._getframe())
-                except BaseException:
-                    holding.interruptible = False
-                    raise
-
-    def __exit__(self, *exc: Any) -> None:
-        if _holding:
-            _holding[0].interruptible = False
+    Those held so far run their handlers first.  A plain call, not a
+    context manager: a ``with`` makes objects, and the first wait comes
+    right after a fork.
+    """
+    if not _state[0]:
+        return wait(arg)
+    _state[1] = True
+    try:
+        while _pending:
+            signum = _pending.pop(0)
+            _handlers[signum](signum, sys._getframe())
+        return wait(arg)
+    finally:
+        _state[1] = False
 
 
 def _put_back(handlers: Handlers) -> None:
@@ -126,7 +122,8 @@ def _put_back(handlers: Handlers) -> None:
 def become_child(handlers: Handlers) -> None:
     """In a child forked inside ``held_back()``: its handlers back, its own process group."""
     _put_back(handlers)
-    _holding.clear()
+    _state[0] = _state[1] = False
+    _pending.clear()
     lead_own_group()
 
 

@@ -26,9 +26,12 @@ COMMANDS = {
     "measure": ("cowmem.commands.measure", "measure what one access copies in a forked child"),
     "workers": ("cowmem.commands.workers",
                 "multiprocessing workers read a numpy array and lists: what each copies"),
-    "report": ("cowmem.commands.report", "compare results across environments (asv results)"),
+    "report": ("cowmem.commands.report",
+               "asv results side by side per environment, and the upgrade gate"),
     "publish": ("cowmem.commands.publish",
-                "asv publish, made to render offline, with the cross-environment report page"),
+                "the offline site: cowmem's overview, the upgrade page, the report, asv's graphs"),
+    "watch": ("cowmem.commands.watch",
+              "watch a prefork server: what each worker copied from its parent, over time"),
 }
 
 

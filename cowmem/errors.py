@@ -139,3 +139,28 @@ class NotApplicableError(CowmemError, ValueError):
 
 class InsufficientMemoryError(CowmemError, MemoryError):
     """A size that would not fit in available memory, refused before building."""
+
+
+class UnverifiedLayoutError(CowmemError):
+    """cowmem has not verified how this interpreter lays out ``fact``; ``reason`` says what failed.
+
+    Checked at first use against objects of known content.  Element-level
+    regions (following an object's references) and explain mode need the
+    layouts; page counts of the whole child, of address ranges and of
+    buffers do not, and still work.
+    """
+
+    def __init__(self, fact: str, reason: str, interpreter: str) -> None:
+        super().__init__(f"cowmem has not verified how {interpreter} lays out {fact} ({reason}): "
+                         "it cannot locate objects by their references or explain copies here; "
+                         "page counts of the whole child, of address ranges and of buffers still work")
+        self.fact = fact
+        self.reason = reason
+        self.interpreter = interpreter
+
+    def __reduce__(self):
+        return type(self), (self.fact, self.reason, self.interpreter)
+
+
+class LocateError(CowmemError):
+    """The short-lived helper process that locates objects failed (it died, or sent nothing)."""

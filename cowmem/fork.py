@@ -51,7 +51,9 @@ def measure_fork(access: Callable[[], Any], *,
                  regions: Union[Mapping[str, RegionSpec], Regions, None] = None,
                  timeout: float = 60.0,
                  cross_checks: bool = False,
-                 explain: bool = False) -> ForkReport:
+                 explain: bool = False,
+                 prepare: Optional[Callable[[], Any]] = None,
+                 finish: Optional[Callable[[], Any]] = None) -> ForkReport:
     """Fork, run ``access()`` once in the child, and report what it copied.
 
     ``access`` sees everything the parent built, as any forked child does;
@@ -66,7 +68,12 @@ def measure_fork(access: Callable[[], Any], *,
     deltas): two more page-table walks, about as long as the two
     snapshots; without them those fields are None.  With ``explain=True``
     the parent also serves the child's write-protect faults and names the
-    write that caused each copied page (needs userfaultfd).
+    write that caused each copied page (needs userfaultfd).  ``prepare``
+    and ``finish``, if given, run in the child before the baseline snapshot
+    and after the last one (also when the access raised): what they write
+    is not counted (see :meth:`ForkMeter.run`).  They are for the caller's
+    own set-up of the child and for sending results back through channels
+    of the caller's.
 
     The child leads its own process group: whatever the access forks and
     leaves running is killed with it when the measurement ends.
@@ -76,28 +83,30 @@ def measure_fork(access: Callable[[], Any], *,
     DescriptorsClosedError or ChildLostError; the child is reaped in every
     case, Ctrl-C included.
     """
-    if not callable(access):
-        raise InvalidArgumentError(f"access must be callable with no arguments, not {type(access).__name__}")
+    for name, step in (("access", access), ("prepare", prepare or access), ("finish", finish or access)):
+        if not callable(step):
+            raise InvalidArgumentError(f"{name} must be callable with no arguments, not {type(step).__name__}")
     timeout = check_timeout(timeout)
     regions = located(regions)  # once, for the meter and the tracer
     tracer = None
     if explain:
         from .explain import FaultTracer
-        tracer = FaultTracer(regions.objects)
+        tracer = FaultTracer(regions.objects, depth=regions.depth)   # checks userfaultfd first
     # From here on cowmem owns descriptors, buffers and then a child: a
     # signal's handler runs only while waiting for the child (children.py).
     with children.held_back() as handlers:
         try:
-            if tracer is not None:
-                tracer.before_fork()
             _warn_if_threaded()
             note = _linux.shared_buffer(_linux.PAGE_SIZE, populate=False)
             try:
                 with ForkMeter(regions, cross_checks=cross_checks) as meter:
+                    if tracer is not None:
+                        tracer.before_fork(meter.anonymous_ranges())
                     for stream in (sys.stdout, sys.stderr):
                         if stream is not None:
                             stream.flush()
-                    payload, status = _fork_and_collect(meter, access, tracer, timeout, note, handlers)
+                    payload, status = _fork_and_collect(meter, (access, prepare, finish), tracer, timeout,
+                                                        note, handlers)
                     # The child's own failure first: a handler that broke with it
                     # must not hide it.
                     _outcome(payload, status, note[0])
@@ -113,7 +122,10 @@ def measure_fork(access: Callable[[], Any], *,
     return report
 
 
-def _fork_and_collect(meter: ForkMeter, access: Callable[[], Any], tracer: Any, timeout: float,
+Steps = Tuple[Callable[[], Any], Optional[Callable[[], Any]], Optional[Callable[[], Any]]]
+
+
+def _fork_and_collect(meter: ForkMeter, steps: Steps, tracer: Any, timeout: float,
                       note: Any, handlers: children.Handlers) -> Tuple[bytes, Optional[int]]:
     """Fork, have the child measure, and return its message and wait status (None: reaped elsewhere).
 
@@ -129,7 +141,7 @@ def _fork_and_collect(meter: ForkMeter, access: Callable[[], Any], tracer: Any, 
         os.close(write_fd)
         raise
     if pid == 0:
-        _child_main(meter, access, read_fd, write_fd, (pipe.st_dev, pipe.st_ino),
+        _child_main(meter, steps, read_fd, write_fd, (pipe.st_dev, pipe.st_ino),
                     tracer, handlers, note)  # never returns
     pidfd = None
     try:
@@ -150,7 +162,7 @@ def _fork_and_collect(meter: ForkMeter, access: Callable[[], Any], tracer: Any, 
             os.close(pidfd)
 
 
-def _child_main(meter: ForkMeter, access: Callable[[], Any], read_fd: int, write_fd: int,
+def _child_main(meter: ForkMeter, steps: Steps, read_fd: int, write_fd: int,
                 pipe: Tuple[int, int], tracer: Any, handlers: children.Handlers, note: Any) -> None:
     """The child: measure, send one pickled message on the pipe, and _exit."""
     status = _UNSENT
@@ -159,8 +171,8 @@ def _child_main(meter: ForkMeter, access: Callable[[], Any], read_fd: int, write
         os.close(read_fd)
         try:
             if tracer is not None:
-                tracer.arm_child(meter.anonymous_ranges())
-            meter.run(access)
+                tracer.arm_child()
+            meter.run(*steps)
             result: Tuple[str, Any] = ("ok", None)
         except CowmemError as failed:
             # AccessError, ExplainError...: each pickles as itself.
@@ -242,8 +254,7 @@ class _Collector:
             self.poller.register(pidfd, select.POLLIN)
         wait_ms = self.first_ms if pidfd is not None else self._POLL_MS
         while True:
-            with children.interruptible():
-                events = self.poller.poll(wait_ms)
+            events = children.waiting(self.poller.poll, wait_ms)
             ready = {fd for fd, _ in events}
             if self.read_fd in ready:
                 chunk = os.read(self.read_fd, 1 << 20)

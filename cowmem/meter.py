@@ -20,11 +20,9 @@ from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Seq
 import numpy as np
 
 from . import _linux
-from .errors import AccessError, CowmemError, DescriptorsClosedError, InvalidArgumentError
-from .objects import object_spans
+from .errors import AccessError, CowmemError, DescriptorsClosedError
+from .regions import RegionSpec, Regions
 from ._linux import PAGE_SHIFT, PAGE_SIZE, PFN_MASK
-
-RegionSpec = Union[Any, Tuple[int, int]]
 
 
 @dataclass(frozen=True)
@@ -44,7 +42,10 @@ class ForkReport:
     when the baseline was taken (the parent wrote them after the fork, or
     the fork's own bookkeeping did): the access may have written them too,
     unseen.  cowmem keeps this to a few pages at most; it is reported so
-    that no reader has to take that on trust.  ``swapped_bytes`` are pages
+    that no reader has to take that on trust.  ``unlocated`` gives, per
+    region, {type name: objects} whose memory cowmem could not all place
+    (see :class:`Regions`): pages of theirs may be missing from the region.
+    ``swapped_bytes`` are pages
     swapped out in one snapshot whose entry changed between the two: swap
     hides whether they were copied, so they count as neither.
 
@@ -69,6 +70,7 @@ class ForkReport:
     swapped_bytes: int = 0
     page_size: int = PAGE_SIZE
     explanation: Any = field(default=None, compare=False)
+    unlocated: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
 
     @property
     def copied_pages(self) -> int:
@@ -92,6 +94,7 @@ class ForkReport:
             "mappings": dict(self.mappings),
             "copied_ranges": [list(r) for r in self.copied_ranges],
             "unobserved": dict(self.unobserved),
+            "unlocated": {name: dict(found) for name, found in self.unlocated.items()},
             "minor_faults": self.minor_faults,
             "uss_delta_bytes": self.uss_delta_bytes,
             "private_dirty_delta_bytes": self.private_dirty_delta_bytes,
@@ -104,32 +107,9 @@ class ForkReport:
         return out
 
 
-class Regions:
-    """Named regions located once, to be measured by several ForkMeters.
-
-    Locating a big container's elements takes a while (about 0.3 s per
-    million elements); workers forked from one parent share one Regions.
-    """
-
-    def __init__(self, regions: Optional[Mapping[str, RegionSpec]] = None) -> None:
-        self.pages: Dict[str, np.ndarray] = {name: _region_pages(spec) for name, spec in (regions or {}).items()}
-        # The objects themselves (not the ranges), for explain mode's object map.
-        self.objects: Dict[str, Any] = {name: spec for name, spec in (regions or {}).items()
-                                        if not is_range(spec)}
-
-
 def located(regions: Union[Mapping[str, RegionSpec], Regions, None]) -> Regions:
-    """``regions`` as a Regions, located now unless it is one already.
-
-    Raises InvalidArgumentError for anything but None, a mapping or a Regions.
-    """
-    if isinstance(regions, Regions):
-        return regions
-    if regions is not None and not isinstance(regions, Mapping):
-        raise InvalidArgumentError(
-            "regions must map names to objects or (start, stop) address ranges, or be a Regions, "
-            f"not {type(regions).__name__}")
-    return Regions(regions)
+    """``regions`` as a Regions, located now unless it is one already."""
+    return regions if isinstance(regions, Regions) else Regions(regions)
 
 
 class ForkMeter:
@@ -146,9 +126,11 @@ class ForkMeter:
                  cross_checks: bool = False) -> None:
         self._facts = _linux.pagemap_facts()
         self.cross_checks = bool(cross_checks)
-        # Located in the parent: walking a container in the child would
-        # write the very reference counts being watched.
-        self._region_pages = located(regions).pages
+        # Located before the fork (in a helper of its own, see Regions):
+        # walking a container in the child would write the very reference
+        # counts being watched.
+        self._regions = located(regions)
+        self._region_pages = self._regions.pages
         # Last, so that the maps it reads are those the child inherits.  Its
         # buffers are never among the mappings measured.
         self._buffers = _prepare(len(self._region_pages))
@@ -159,15 +141,25 @@ class ForkMeter:
         """The anonymous private writable ranges measured ([start, stop) in bytes)."""
         return [(m.start, m.stop) for m in self._targets if m.label.startswith("[")]
 
-    def run(self, access: Callable[[], Any]) -> None:
+    def run(self, access: Callable[[], Any], prepare: Optional[Callable[[], Any]] = None,
+            finish: Optional[Callable[[], Any]] = None) -> None:
         """In the child: run ``access()`` between the two snapshots, and compare them.
 
-        Raises AccessError, carrying the type and traceback, if it raises;
-        DescriptorsClosedError if it closed the descriptors the snapshots use.
+        ``prepare()``, if given, runs before the baseline and ``finish()``
+        after the comparison (also when the access raised): neither is
+        counted.  A page ``prepare`` makes the child's is so before the
+        baseline, so a write to it by the access is not seen either (inside
+        a region it counts as unobserved).  Raises AccessError, carrying the
+        type and traceback, if any of the three raises (the access's first);
+        DescriptorsClosedError if the access closed the descriptors the
+        snapshots use.
         """
         snaps, counters = self._snaps, self._counters
+        if prepare is not None:
+            _call_outside(prepare, "prepare")
         # Everything between the fork and the baseline may copy a page the
-        # access would have copied: only reads into memory prepared by the parent.
+        # access would have copied: only reads into memory prepared by the
+        # parent, and no new int (see docs/method.md).
         snaps.attach()
         counters.attach(self.cross_checks)
         snaps.warm_up()
@@ -180,18 +172,26 @@ class ForkMeter:
         try:
             access()
         except BaseException as exc:
-            raise AccessError(f"{type(exc).__module__}.{type(exc).__qualname__}", str(exc),
-                              traceback.format_exc()) from None
-        t1 = time.perf_counter_ns()
-        try:
-            snaps.take(1)
-            counters.read(1)
-        except OSError:
+            failure: Optional[AccessError] = _access_error(exc)
+        else:
+            t1 = time.perf_counter_ns()
+            try:
+                snaps.take(1)
+                counters.read(1)
+            except OSError:
+                self._check_descriptors()
+                raise
+            # Nothing below is measured: it may allocate freely.
             self._check_descriptors()
-            raise
-        # Nothing below is measured: it may allocate freely.
-        self._check_descriptors()
-        self._findings.store(self._compare(), t1 - t0)
+            self._findings.store(self._compare(), t1 - t0)
+            failure = None
+        if finish is not None:
+            try:
+                _call_outside(finish, "finish")
+            except AccessError as error:
+                failure = failure or error
+        if failure is not None:
+            raise failure
 
     def _check_descriptors(self) -> None:
         if not (self._snaps.descriptor_intact() and self._counters.descriptors_intact()):
@@ -246,6 +246,8 @@ class ForkMeter:
             access_seconds=access_ns / 1e9,
             pfn_guard=self._facts.frames_readable,
             swapped_bytes=found.swapped * PAGE_SIZE,
+            unlocated=types.MappingProxyType({name: types.MappingProxyType(dict(found))
+                                              for name, found in self._regions.unlocated.items()}),
         )
 
     def close(self) -> None:
@@ -259,6 +261,20 @@ class ForkMeter:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _access_error(exc: BaseException, where: str = "") -> AccessError:
+    """``exc``, raised in the child, with its type and traceback (call it in the except clause)."""
+    return AccessError(f"{type(exc).__module__}.{type(exc).__qualname__}", f"{where}{exc}",
+                       traceback.format_exc())
+
+
+def _call_outside(step: Callable[[], Any], name: str) -> None:
+    """Run a step the snapshots leave out (prepare, finish); AccessError if it raises."""
+    try:
+        step()
+    except BaseException as exc:
+        raise _access_error(exc, f"in {name}: ") from None
 
 
 def _prepare(regions: int) -> "_Buffers":
@@ -424,36 +440,6 @@ class _Findings:
     def close(self) -> None:
         self._words.release()
         _linux.release(self._buffer)
-
-
-def is_range(spec: Any) -> bool:
-    """A region given as an address range: a tuple of exactly two ints."""
-    return (isinstance(spec, tuple) and len(spec) == 2
-            and all(isinstance(x, int) and not isinstance(x, bool) for x in spec))
-
-
-def _region_pages(spec: RegionSpec) -> np.ndarray:
-    if is_range(spec):
-        start, stop = spec
-        if not 0 <= start <= stop:
-            raise InvalidArgumentError(
-                f"an address range must be (start, stop) with 0 <= start <= stop, not {spec}")
-        # Only private writable memory is ever measured: the range's pages
-        # there, not every page of an arbitrarily large span.
-        mapped = _linux.private_writable_ranges(_linux.read_maps())
-        return _linux.page_span(_linux.intersect_ranges([(start, stop)], mapped))
-    starts, stops = object_spans(spec)
-    return _pages_of(starts, stops)
-
-
-def _pages_of(starts: np.ndarray, stops: np.ndarray) -> np.ndarray:
-    """Sorted unique page numbers touched by byte ranges, vectorised."""
-    keep = stops > starts
-    first = starts[keep] >> np.uint64(PAGE_SHIFT)
-    last = (stops[keep] - np.uint64(1)) >> np.uint64(PAGE_SHIFT)
-    small = last - first <= 1  # most objects: one or two pages
-    big = [np.arange(f, l + 1, dtype=np.uint64) for f, l in zip(first[~small], last[~small])]
-    return np.unique(np.concatenate([first[small], last[small], *big]))
 
 
 def _per_region(region_pages: Mapping[str, np.ndarray], pages: np.ndarray) -> Mapping[str, int]:

@@ -63,6 +63,16 @@ MESSAGE_SIZE = MESSAGE.size                   # 32
 PAGE_SIZE = mmap.PAGESIZE
 
 
+_libc: list = []
+
+
+def libc() -> ctypes.CDLL:
+    """The C library (errno kept), loaded once per process."""
+    if not _libc:
+        _libc.append(ctypes.CDLL(None, use_errno=True))
+    return _libc[0]
+
+
 def syscall_number() -> int:
     """The userfaultfd syscall number of this machine, or ExplainUnavailableError."""
     machine = platform.machine()
@@ -80,11 +90,10 @@ def open_write_protect_fd() -> int:
     privilege, a kernel without one of the features).  The returned
     descriptor belongs to the caller.
     """
-    libc = ctypes.CDLL(None, use_errno=True)
     number = syscall_number()
     # No UFFD_USER_MODE_ONLY: with it a kernel-mode write (read() into a
     # protected buffer) fails with EFAULT instead of faulting to the handler.
-    fd = libc.syscall(ctypes.c_long(number), ctypes.c_int(os.O_CLOEXEC | os.O_NONBLOCK))
+    fd = libc().syscall(ctypes.c_long(number), ctypes.c_int(os.O_CLOEXEC | os.O_NONBLOCK))
     if fd < 0:
         err = ctypes.get_errno()
         raise ExplainUnavailableError(_open_failure(err)) from OSError(err, os.strerror(err))
@@ -105,6 +114,37 @@ def open_write_protect_fd() -> int:
         os.close(fd)
         raise
     return fd
+
+
+class Opener:
+    """Opens one write-protect userfaultfd later, with everything made now: the opening allocates nothing.
+
+    Made in a parent before it forks, called once in the child: whatever
+    the child allocates before its baseline may land on a page it shares
+    with the data, and copy it unseen.  Making it checks that the kernel
+    grants the features (ExplainUnavailableError otherwise), so the call
+    only repeats what succeeded; it raises OSError if that fails.
+    """
+
+    def __init__(self) -> None:
+        os.close(open_write_protect_fd())
+        self._syscall = libc().syscall
+        # Plain ints: ctypes passes them as they are, where a c_long would
+        # cost an argument object per call.
+        self._arguments = (syscall_number(), os.O_CLOEXEC | os.O_NONBLOCK)
+        self._request = bytearray(_API.pack(UFFD_API, WANTED_FEATURES, 0))
+
+    def __call__(self) -> int:
+        """The new descriptor, set up as :func:`open_write_protect_fd` sets it up."""
+        fd = self._syscall(*self._arguments)
+        if fd < 0:
+            raise OSError(ctypes.get_errno(), "userfaultfd() failed")
+        try:
+            fcntl.ioctl(fd, UFFDIO_API, self._request)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
 
 
 def _open_failure(err: int) -> str:

@@ -31,6 +31,7 @@ import sys
 import time
 import traceback
 from dataclasses import asdict, dataclass
+from functools import partial
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from . import _linux, children
@@ -188,8 +189,7 @@ def run_workers(access: Callable[[Any], Any], data: Any, *, workers: int = 4,
                     started.append(_Started(proc))
                 finally:
                     writer.close()  # only the worker writes: its exit then shows here as EOF
-                with children.interruptible():
-                    pass
+                children.waiting(len, ())  # a Ctrl-C meanwhile surfaces here, between two starts
             results = _collect([s.proc for s in started], readers, [index for index, _, _ in jobs], timeout)
         finally:
             _stop(started)
@@ -305,15 +305,14 @@ def _collect(procs: Sequence[multiprocessing.process.BaseProcess],
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             break
-        with children.interruptible():
-            ready = multiprocessing.connection.wait(list(pending), min(remaining, LONGEST_WAIT))
+        ready = children.waiting(partial(multiprocessing.connection.wait, list(pending)),
+                                 min(remaining, LONGEST_WAIT))
         for reader in ready:
             pos = pending.pop(reader)
             try:
                 message = reader.recv()
             except EOFError:  # it died before reporting: the exit status says how
-                with children.interruptible():
-                    procs[pos].join(max(0.0, deadline - time.monotonic()))
+                children.waiting(procs[pos].join, max(0.0, deadline - time.monotonic()))
                 message = ("error", _exit_reason(procs[pos].exitcode), None)
             results[pos] = _result(indices[pos], message)
     for pos in pending.values():

@@ -1,12 +1,26 @@
 """Test helper: real asv results from a tiny throwaway suite, and environments derived from them.
 
-``build_project`` makes a git repository with a three-parameter suite shaped
-like cowmem's (data x access x gc, MiB), runs real asv on it with the
-current interpreter (``-E existing:same``) on two machines and two commits,
-and keeps the result.  ``add_environment`` copies one of those real results
-files under another environment's name (``virtualenv-py3.12-numpy2.2.6``)
-with chosen values changed: asv can only run the current interpreter here
-without building environments, and building them takes minutes.
+``build_project`` makes a git repository with a suite shaped like cowmem's
+results contract, runs real asv on it with the current interpreter
+(``-E existing:same --record-samples``) on two machines and two commits,
+and once more on the first machine into a second results directory (two
+runs of one environment), and keeps the results:
+
+- ``copies.Copies`` (data x access x gc, MiB): the three copy metrics, each
+  returning three samples whose values the tests derive from the case;
+- ``measured.Measured.track_child_mib``: a real whole-child measurement
+  (cowmem.measure_fork, three children), the only value that varies between
+  runs;
+- ``cost.Cost.track_measuring_ms``: a timing figure the gate must ignore;
+- ``bench_explain.Causes``: copied MiB by cause of the first write;
+- ``bench_platform.Platform.track_fact``: the platform facts, read from this
+  interpreter and kernel.
+
+``add_environment`` copies one of those real results files under another
+environment's name (``virtualenv-py3.12.1-numpy2.2.6``) with chosen values
+changed and the facts it records set to that environment's versions: asv can
+only run the current interpreter here without building environments, and
+building them takes minutes.
 """
 
 from __future__ import annotations
@@ -28,23 +42,51 @@ DATA = ["list_int", "ndarray"]
 ACCESS = ["iterate", "sum"]
 GC = ["plain", "freeze"]
 PARAM_NAMES = ["data", "access", "gc"]
-LIST_MIB = 306.40625   # 78,440 pages: the 10**7-element list of docs/method.md
+SIZE = 10**7                # elements the values below stand for
+LIST_MIB = 306.40625        # 78,440 pages: the 10**7-element list of docs/method.md
 CHILD_EXTRA_MIB = 4.0
+PAGE_MIB = 4096 / 2**20
 DATA_BENCH = "copies.Copies.track_data_mib"
 CHILD_BENCH = "copies.Copies.track_child_mib"
+PER_ELEMENT_BENCH = "copies.Copies.track_bytes_per_element"
+MEASURED_BENCH = "measured.Measured.track_child_mib"
+COST_BENCH = "cost.Cost.track_measuring_ms"
+EXPLAIN_BENCH = "bench_explain.Causes.track_data_mib_by_first_write"
+PLATFORM_BENCH = "bench_platform.Platform.track_fact"
+FACTS = ["python", "free_threaded", "numpy", "pandas", "kernel", "page_size", "thp",
+         "pfns_readable"]
+COST_MS = 12.5
+CAUSES = ["refcount", "gc_header", "payload"]
 
 
 def data_mib(data: str, access: str, gc: str) -> float:
-    """What track_data_mib returns; NaN (n/a) for ndarray with gc freeze."""
+    """What track_data_mib returns (all three samples); NaN (n/a) for ndarray with gc freeze."""
     if data == "ndarray" and gc == "freeze":
         return float("nan")
     return LIST_MIB if data == "list_int" and gc == "plain" else 0.0
 
 
-SUITE = f'''
+def child_samples(data: str, access: str, gc: str) -> List[float]:
+    """track_child_mib's three samples: the data's MiB plus the interpreter's, one page apart."""
+    base = data_mib(data, access, gc) + CHILD_EXTRA_MIB
+    return [base - PAGE_MIB, base, base + PAGE_MIB]
+
+
+def cause_mib(pair: str, cause: str) -> float:
+    """What the explain benchmark returns: list_int x iterate is all refcount writes."""
+    return LIST_MIB if (pair, cause) == ("list_int x iterate", "refcount") else 0.0
+
+
+SUITE = {
+    "copies.py": f'''
 DATA = {DATA!r}
 ACCESS = {ACCESS!r}
 GC = {GC!r}
+PAGE_MIB = {PAGE_MIB!r}
+
+
+def _samples(value):
+    return {{"samples": [value, value, value], "number": 1}}
 
 
 class Copies:
@@ -55,18 +97,112 @@ class Copies:
         if data == "ndarray" and gc == "freeze":
             raise NotImplementedError("does not apply")
 
-    def track_data_mib(self, data, access, gc):
+    def _mib(self, data, access, gc):
         return {LIST_MIB!r} if data == "list_int" and gc == "plain" else 0.0
+
+    def track_data_mib(self, data, access, gc):
+        return _samples(self._mib(data, access, gc))
 
     track_data_mib.unit = "MiB"
 
     def track_child_mib(self, data, access, gc):
         if data == "ndarray" and access == "sum" and gc == "plain":
             raise RuntimeError("a failing combination")
-        return self.track_data_mib(data, access, gc) + {CHILD_EXTRA_MIB!r}
+        base = self._mib(data, access, gc) + {CHILD_EXTRA_MIB!r}
+        return {{"samples": [base - PAGE_MIB, base, base + PAGE_MIB], "number": 1}}
 
     track_child_mib.unit = "MiB"
-'''
+
+    def track_bytes_per_element(self, data, access, gc):
+        return _samples(self._mib(data, access, gc) * 2**20 / {SIZE!r})
+
+    track_bytes_per_element.unit = "bytes"
+''',
+    "measured.py": '''
+from cowmem import measure_fork
+
+MIB = 2**20
+
+
+class Measured:
+    params = [["iterate", "none"]]
+    param_names = ["access"]
+
+    def setup(self, access):
+        self.data = list(range(10**4))
+
+    def track_child_mib(self, access):
+        data = self.data
+        work = (lambda: [x for x in data]) if access == "iterate" else (lambda: None)
+        return {"samples": [measure_fork(work, cross_checks=False).copied_bytes / MIB
+                            for _ in range(3)], "number": 1}
+
+    track_child_mib.unit = "MiB"
+''',
+    "cost.py": f'''
+class Cost:
+    def track_measuring_ms(self):
+        return {COST_MS!r}
+
+    track_measuring_ms.unit = "ms"
+''',
+    "bench_explain.py": f'''
+CAUSES = {CAUSES!r}
+
+
+class Causes:
+    params = [["list_int x iterate", "ndarray x sum"], CAUSES]
+    param_names = ["pair", "cause"]
+    unit = "MiB"
+
+    def track_data_mib_by_first_write(self, pair, cause):
+        return {LIST_MIB!r} if (pair, cause) == ("list_int x iterate", "refcount") else 0.0
+''',
+    "bench_platform.py": f'''
+import os
+import sys
+import sysconfig
+
+FACTS = {FACTS!r}
+
+
+def _version(text):
+    parts = [int("".join(c for c in p if c.isdigit()) or 0) for p in text.split(".")[:3]]
+    parts += [0] * (3 - len(parts))
+    return parts[0] * 10**6 + parts[1] * 10**3 + parts[2]
+
+
+class Platform:
+    params = [FACTS]
+    param_names = ["fact"]
+
+    def setup(self, fact):
+        if fact in ("numpy", "pandas"):
+            try:
+                self.module = __import__(fact)
+            except ImportError:
+                raise NotImplementedError(fact + " is not installed")
+
+    def track_fact(self, fact):
+        if fact == "python":
+            return _version("%d.%d.%d" % sys.version_info[:3])
+        if fact == "free_threaded":
+            return int(bool(sysconfig.get_config_var("Py_GIL_DISABLED")))
+        if fact in ("numpy", "pandas"):
+            return _version(self.module.__version__)
+        if fact == "kernel":
+            return _version(os.uname().release.split("-")[0])
+        if fact == "page_size":
+            return os.sysconf("SC_PAGE_SIZE")
+        if fact == "thp":
+            with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
+                mode = f.read().split("[")[1].split("]")[0]
+            return ["never", "madvise", "always"].index(mode)
+        with open("/proc/self/pagemap", "rb") as f:
+            f.seek(8 * (id(self) // 4096))
+            return int(int.from_bytes(f.read(8), "little") & ((1 << 55) - 1) != 0)
+''',
+}
 
 CONFIG = {
     "version": 1, "project": "tiny", "project_url": "http://127.0.0.1/", "repo": ".",
@@ -86,6 +222,11 @@ class Project:
     @property
     def results(self) -> Path:
         return self.root / "results"
+
+    @property
+    def repeat(self) -> Path:
+        """A second run of the first machine at the newest commit, in the same environment."""
+        return self.root / "repeat"
 
     def results_file(self, machine: str, commit: str) -> Path:
         [path] = (self.results / machine).glob(f"{commit[:8]}-existing-*.json")
@@ -115,16 +256,17 @@ _BUILT: Dict[Path, Project] = {}
 
 
 def build_project(base: Path) -> Project:
-    """The tiny project under ``base`` (built once per process; about 25 s of asv)."""
+    """The tiny project under ``base`` (built once per process; about 40 s of asv)."""
     if base in _BUILT:
         return _BUILT[base]
     root = base / "tiny"
     (root / "benchmarks").mkdir(parents=True)
     (root / "benchmarks" / "__init__.py").write_text("")
-    (root / "benchmarks" / "copies.py").write_text(SUITE)
+    for name, text in SUITE.items():
+        (root / "benchmarks" / name).write_text(text)
     (root / "asv.conf.json").write_text(json.dumps(CONFIG, indent=2))
     (root / "home").mkdir()   # asv's machine file goes to $HOME: keep it in here
-    (root / ".gitignore").write_text("home/\nresults/\nhtml/\nenv/\n")
+    (root / ".gitignore").write_text("home/\nresults/\nrepeat/\nhtml/\nenv/\n")
     _git(root, "init", "-q", "-b", "main")
     _git(root, "add", "-A")
     _git(root, "commit", "-q", "-m", "suite")
@@ -137,11 +279,16 @@ def build_project(base: Path) -> Project:
     env = dict(os.environ, HOME=str(root / "home"))
     asv = [sys.executable, "-m", "asv"]
     machines = ("alpha", "beta")
-    for machine, commit in (("alpha", first), ("alpha", second), ("beta", second)):
+    for machine, commit in (("alpha", second), ("alpha", first), ("beta", second)):
         _run(asv + ["machine", "--yes", "--machine", machine], root, env)
         # asv run exits 2 because one combination fails on purpose.
         _run(asv + ["run", "-E", "existing:same", "--machine", machine, "--set-commit-hash",
-                    commit, "--quick"], root, env, ok=(0, 2))
+                    commit, "--record-samples"], root, env, ok=(0, 2))
+        if (machine, commit) == ("alpha", second):   # alpha's first run, kept apart
+            shutil.copytree(root / "results", root / "repeat")
+    # the same environment, machine and commit run again: results/ keeps this one
+    _run(asv + ["run", "-E", "existing:same", "--machine", "alpha", "--set-commit-hash", second,
+                "--record-samples"], root, env, ok=(0, 2))
     project = Project(root, (first, second), machines)
     for machine, commit in (("alpha", first), ("alpha", second), ("beta", second)):
         project.results_file(machine, commit)   # asserts the run saved its results
@@ -155,12 +302,15 @@ def combinations() -> List[Tuple[str, str, str]]:
 
 
 def add_environment(source: Path, python: str, numpy: str,
-                    changes: Mapping[Tuple[str, Tuple[str, str, str]], Optional[float]] = {},
-                    ) -> Path:
+                    changes: Mapping[Tuple[str, Tuple[str, ...]], Optional[float]] = {},
+                    facts: bool = True) -> Path:
     """Copy a real results file as environment ``virtualenv-py{python}-numpy{numpy}``.
 
-    ``changes`` maps (benchmark, (data, access, gc)) to the value the copy
-    stores instead (None: failed).  Returns the new file's path.
+    ``changes`` maps (benchmark, displayed parameter values) to the value the
+    copy stores instead, as three equal samples (None: failed).  The copy's
+    platform facts name ``python`` and ``numpy`` (a python without a patch
+    release records none); ``facts=False`` drops them, as in results written
+    before the suite recorded any.  Returns the new file's path.
     """
     data = json.loads(source.read_text())
     name = f"virtualenv-py{python}-numpy{numpy}"
@@ -168,13 +318,43 @@ def add_environment(source: Path, python: str, numpy: str,
     data["python"] = python
     data["params"] = dict(data["params"], python=python, numpy=numpy)
     data["requirements"] = {"numpy": numpy}
-    at = data["result_columns"].index("result")
+    columns = data["result_columns"]
+    recorded = {"numpy": encode_version(numpy)}
+    if python.count(".") == 2:
+        recorded["python"] = encode_version(python)
+    changes = dict(changes)
+    for fact, value in recorded.items():
+        changes[(PLATFORM_BENCH, (fact,))] = value
+    if not facts:
+        del data["results"][PLATFORM_BENCH]
+        changes = {key: v for key, v in changes.items() if key[0] != PLATFORM_BENCH}
     for (bench, combination), value in changes.items():
         row = data["results"][bench]
-        row[at][combinations().index(combination)] = value
+        row += [None] * (len(columns) - len(row))
+        params = [[display(v) for v in values] for values in row[columns.index("params")]]
+        at = list(itertools.product(*params)).index(tuple(combination))
+        for column in columns:
+            cells = row[columns.index(column)]
+            if column == "result":
+                cells[at] = value
+            elif column == "samples" and cells is not None:
+                cells[at] = None if value is None else [value] * 3
+            elif column.startswith("stats_") and cells is not None:
+                cells[at] = None
     target = source.with_name(f"{data['commit_hash'][:8]}-{name}.json")
     target.write_text(json.dumps(data))
     return target
+
+
+def encode_version(text: str) -> int:
+    """``"3.12.1"`` -> 3012001, as the suite's platform facts record versions."""
+    parts = [int(p) for p in text.split(".")] + [0, 0]
+    return parts[0] * 10**6 + parts[1] * 10**3 + parts[2]
+
+
+def display(value: str) -> str:
+    """asv's repr'd parameter value as the tests name it: ``"'ints'"`` -> ``ints``."""
+    return value[1:-1] if value[:1] == value[-1:] == "'" else value
 
 
 def run_cowmem(*args: str, cwd: Path) -> subprocess.CompletedProcess:

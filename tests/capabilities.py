@@ -4,7 +4,7 @@
 ``pytest -ra``, where the capability is missing; ``require(name)`` does the
 same from inside a fixture.  Each capability is probed once per session.
 On the project's own machine (root, userfaultfd, THP in madvise mode,
-Debian's Chromium, the npm registry) none is missing.
+Debian's Chromium, the npm registry or its packages cached) none is missing.
 """
 
 from __future__ import annotations
@@ -58,6 +58,11 @@ def _chromium() -> Optional[str]:
 
 
 def _registry() -> Optional[str]:
+    from cowmem.publish import vendor
+
+    cache = vendor.default_vendor_cache()
+    if all((cache / copy.package.tarball).is_file() for copy in vendor.LOCAL_COPIES.values()):
+        return None  # every package is cached: the registry is not needed
     npm = shutil.which("npm")
     if npm is None:
         return "needs npm, to fetch the site's libraries from the npm registry"

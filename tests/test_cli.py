@@ -174,6 +174,7 @@ def test_measure_prints_the_short_table(measured, capsys):
     assert "30.8 MiB" in table["USS delta"]
     assert "8,086" in table["minor faults"]
     assert "30.6 ms" in table["access time"]
+    assert "none" in table["unlocated"]
 
 
 def test_measure_says_when_frames_were_unreadable(monkeypatch, capsys):

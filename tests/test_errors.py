@@ -155,7 +155,7 @@ def test_errors_survive_pickling(error):
 
 
 def test_internal_failure_in_the_child_says_what_failed(monkeypatch):
-    def broken_run(self, access):
+    def broken_run(self, access, *steps):
         raise RuntimeError("snapshot buffer gone")
 
     monkeypatch.setattr(cowmem.ForkMeter, "run", broken_run)

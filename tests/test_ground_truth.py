@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from cowmem import PAGE_SIZE, measure_fork, memory_ranges
-from cowmem.objects import object_block
 
 from capabilities import needs
 
@@ -209,7 +208,7 @@ def test_ndarray_sum_copies_nothing_in_the_array():
     buffer = (data.ctypes.data, data.ctypes.data + data.nbytes)
     report = measure_fork(lambda: data.sum(), regions={"buffer": buffer, "object": data})
     assert report.regions["buffer"] == 0
-    header = object_block(data)
+    header = (id(data), id(data) + type(data).__basicsize__)   # an ndarray has no GC header
     assert report.regions["object"] <= len({header[0] // PAGE_SIZE, (header[1] - 1) // PAGE_SIZE}) * PAGE_SIZE
 
 

@@ -162,7 +162,7 @@ class _TwoArguments(CowmemError):
 
 
 def test_an_error_the_child_cannot_pickle_arrives_as_text(monkeypatch):
-    def fail(self, access):
+    def fail(self, *steps):
         raise _HoldsALock("the original message")
 
     monkeypatch.setattr(ForkMeter, "run", fail)
@@ -177,7 +177,7 @@ def test_an_error_the_child_cannot_pickle_arrives_as_text(monkeypatch):
 
 
 def test_an_error_the_parent_cannot_unpickle_says_so(monkeypatch):
-    def fail(self, access):
+    def fail(self, *steps):
         raise _TwoArguments("unreadable", "extra")
 
     monkeypatch.setattr(ForkMeter, "run", fail)

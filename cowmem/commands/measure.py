@@ -46,6 +46,8 @@ def run(args: argparse.Namespace) -> int:
         ("in data", format_bytes(report.regions["data"], report.page_size), "copied pages inside the data's memory"),
         ("unobserved", format_bytes(report.unobserved["data"], report.page_size),
          "data pages already the child's at the baseline: writes there unseen"),
+        ("unlocated", ", ".join(f"{name} {count:,}" for name, count in report.unlocated.get("data", {}).items()) or "none",
+         "objects of the data whose memory cowmem could not all place"),
         ("USS delta", format_bytes(report.uss_delta_bytes), "the child's unique set size, after - before"),
         ("minor faults", f"{report.minor_faults:,}", "copy-on-write faults plus first touches"),
         ("access time", f"{report.access_seconds * 1e3:,.1f} ms", ""),

@@ -1,4 +1,4 @@
-"""``cowmem publish``: asv's site, made to render offline, with the report page in it."""
+"""``cowmem publish``: asv's site, made to render offline, opening on cowmem's overview."""
 
 from __future__ import annotations
 
@@ -6,15 +6,17 @@ import argparse
 import sys
 
 from ..errors import CowmemError
-from ..publish import REPORT_PAGE, default_vendor_cache, publish
 from .report import add_table_arguments
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``cowmem publish``."""
-    parser.description = ("Run `asv publish` and make the site render with no network access "
-                          "(libraries copied from the npm registry's packages), with the "
-                          f"cross-environment report as {REPORT_PAGE}.")
+    from ..publish.vendor import default_vendor_cache
+    parser.description = ("Run `asv publish` on a results directory and make the site render "
+                          "with no network access (libraries copied from the npm registry's "
+                          "packages). The site opens on cowmem's overview (index.html), with "
+                          "the upgrade page (upgrade.html), the report of every environment "
+                          "and asv's own graphs (asv.html).")
     parser.add_argument("--html-dir", metavar="DIR",
                         help="where to write the site (default: the configuration's html_dir)")
     parser.add_argument("--vendor-cache", default=str(default_vendor_cache()), metavar="DIR",
@@ -27,11 +29,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """``cowmem publish``: 0 done, 2 failed (one-line error)."""
+    from ..publish.build import publish
     try:
         site = publish(args)
     except CowmemError as exc:
         print(f"cowmem publish: error: {exc}", file=sys.stderr)
         return 2
     print(f"site written to {site}; serve it with `python -m http.server -d {site}` "
-          f"and open {REPORT_PAGE} there for the environments side by side")
+          "and open index.html (cowmem's overview; asv's graphs are asv.html)")
     return 0

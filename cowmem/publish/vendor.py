@@ -1,18 +1,15 @@
-"""``cowmem publish``: asv's site, made to render with no network, with the report in it.
+"""The site's JavaScript libraries, from the npm registry's packages instead of public CDNs.
 
-``asv publish`` writes a site whose index.html loads jQuery, flot, bootstrap
-and three small plugins from public CDNs, so on a machine without internet
-access it shows only its error page.  This module runs ``asv publish``, then
-points every one of those tags at a local copy taken from the npm registry's
-package of the same library (fetched once with ``npm pack`` into a cache,
-checked against the tarball digest pinned below, never committed), and adds
-the cross-environment report as ``cowmem-report.html`` with a link to it in
-the site's navigation bar.
+``asv publish`` writes pages that load jQuery, flot, bootstrap and three small
+plugins from public CDNs, so on a machine without internet access they show
+only asv's error page.  Here every one of those tags is pointed at a local
+copy taken from the npm registry's package of the same library (fetched once
+with ``npm pack`` into a cache, checked against the tarball digest pinned
+below, never committed), with a record of where each file came from.
 """
 
 from __future__ import annotations
 
-import argparse
 import base64
 import hashlib
 import json
@@ -20,22 +17,15 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
-from . import report
-from .errors import CowmemError
+from . import PublishError
 
-REPORT_PAGE = "cowmem-report.html"
 VENDOR_DIR = "vendor"
 SOURCES_FILE = "SOURCES.json"
-
-
-class PublishError(CowmemError):
-    """The site could not be built: asv, npm or a library copy failed, or bad paths."""
 
 
 @dataclass(frozen=True)
@@ -115,7 +105,6 @@ LOCAL_COPIES: Mapping[str, LocalCopy] = {
 # A <script> or <link> tag, and one attribute inside a tag.
 _TAG = re.compile(r"<(?:script|link)\b[^>]*>", re.IGNORECASE)
 _ATTRIBUTE = r'\s{name}\s*=\s*"([^"]*)"'
-_NAV_ANCHOR = '<li id="nav-li-graphdisplay">'
 
 
 def default_vendor_cache() -> Path:
@@ -204,18 +193,18 @@ def external_references(page: str) -> List[str]:
     return [url for url in resource_references(page) if re.match(r"([a-z]+:)?//", url, re.I)]
 
 
-def localize(site: Path, tarballs: Mapping[NpmPackage, Path]) -> List[dict]:
-    """Copy the libraries into ``site/vendor`` and point index.html at them.
+def localize(site: Path, page_name: str, tarballs: Mapping[NpmPackage, Path]) -> List[dict]:
+    """Copy the libraries into ``site/vendor`` and point the page ``page_name`` at them.
 
     Returns what was copied, for SOURCES.json.  An integrity attribute is
     kept when the local copy has that very digest (the jsdelivr and jquery
     CDNs serve the npm files byte for byte), and dropped otherwise.
     """
-    index = site / "index.html"
+    index = site / page_name
     page = index.read_text(encoding="utf-8")
     unknown = [url for url in external_references(page) if url not in LOCAL_COPIES]
     if unknown:
-        raise PublishError("asv's index.html loads " + ", ".join(unknown) + ", for which cowmem "
+        raise PublishError(f"asv's {page_name} loads " + ", ".join(unknown) + ", for which cowmem "
                            "has no local copy (a newer asv?); the site would not render offline")
     copied: Dict[Tuple[NpmPackage, str], dict] = {}
 
@@ -275,50 +264,3 @@ def write_sources(site: Path, copied: List[dict], tarballs: Mapping[NpmPackage, 
         packages[package.spec] = entry
     (site / VENDOR_DIR / SOURCES_FILE).write_text(
         json.dumps({"packages": packages, "files": copied}, indent=2) + "\n", encoding="utf-8")
-
-
-def add_report_link(site: Path) -> None:
-    """Put a link to the report page into the navigation bar of asv's index.html."""
-    index = site / "index.html"
-    page = index.read_text(encoding="utf-8")
-    if _NAV_ANCHOR not in page:
-        raise PublishError(f"asv's index.html has no {_NAV_ANCHOR!r} to put the report's "
-                           "link beside (a newer asv?)")
-    link = (f'<li id="nav-li-cowmem-report"><a href="{REPORT_PAGE}" '
-            'title="copies per environment, side by side">Environments</a></li>\n        ')
-    index.write_text(page.replace(_NAV_ANCHOR, link + _NAV_ANCHOR, 1), encoding="utf-8")
-
-
-# --- running asv ---------------------------------------------------------------------
-
-def run_asv_publish(config: report.AsvConfig, site: Path, pull: bool) -> None:
-    """``asv publish`` into ``site`` (which asv first deletes)."""
-    for keep in (config.results, config.path.parent):
-        if site == keep or site in keep.parents:
-            raise PublishError(f"the site directory {site} would hold {keep}, and asv "
-                               "publish deletes the site directory first; choose another")
-    command = [sys.executable, "-m", "asv", "publish", "--config", str(config.path),
-               "--html-dir", str(site)] + ([] if pull else ["--no-pull"])
-    done = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          stdin=subprocess.DEVNULL)
-    if done.returncode != 0 or not (site / "index.html").is_file():
-        tail = "\n".join(done.stdout.strip().splitlines()[-5:])
-        raise PublishError(f"`asv publish` failed (exit {done.returncode}):\n{tail}")
-
-
-def publish(args: argparse.Namespace) -> Path:
-    """Build the offline site with the report page; returns the site's directory."""
-    config = report.read_asv_config(args.config)
-    site = Path(args.html_dir).resolve() if args.html_dir else config.html
-    table = report.table_from_args(args, config.results)   # bad results: fail before asv runs
-    packages = sorted({copy.package for copy in LOCAL_COPIES.values()}, key=lambda p: p.spec)
-    tarballs = fetch_packages(packages, Path(args.vendor_cache))
-    run_asv_publish(config, site, args.pull)
-    copied = localize(site, tarballs)
-    write_sources(site, copied, tarballs)
-    report.write_html(table, site / REPORT_PAGE, links=[("index.html", "asv's graphs")])
-    add_report_link(site)
-    left = external_references((site / "index.html").read_text(encoding="utf-8"))
-    if left:
-        raise PublishError("the site still loads " + ", ".join(left))
-    return site

@@ -1,0 +1,2 @@
+        cowmemAsv.defaultEnvironment(index, state, state_selection);
+{{ anchor }}

@@ -1,0 +1,1 @@
+{{ anchor }}                container: $("#cowmem-legend"),

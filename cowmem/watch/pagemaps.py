@@ -1,0 +1,261 @@
+"""Sampling another process's pages: the frame behind each of its private pages.
+
+One read of a process takes its private writable mappings from
+``/proc/PID/maps`` and their entries from ``/proc/PID/pagemap`` (through
+``cowmem._linux``, the one encoding of the pagemap bits).  Of each entry it
+keeps the frame number of a present anonymous page (0 where there is none,
+where the page is a file's, and where it is the kernel's shared zero page,
+which holds nobody's data) and the entry's flag byte.
+
+A child is read straight onto its parent's addresses (``PageReader.read``
+with ``onto``): the entries land where the parent's are, so that the two
+compare position by position with no copy in between, and the child's
+pages outside the parent's mappings are only counted.
+
+Two processes share a page exactly when the same frame backs it in both:
+comparing frames needs the frame numbers, which only CAP_SYS_ADMIN can read
+(they read as 0 otherwise).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .. import _linux
+from ..errors import CowmemError
+from .._linux import FLAG_EXCLUSIVE, FLAG_FILE_OR_SHARED, FLAG_PRESENT, PAGE_SHIFT, PFN_MASK
+
+
+class ProcessGone(CowmemError):
+    """The process exited (or became a zombie) while it was being read."""
+
+
+def anonymous(flags: np.ndarray) -> np.ndarray:
+    """Which entries (by their flag bytes) are present anonymous pages."""
+    return (flags & (FLAG_PRESENT | FLAG_FILE_OR_SHARED)) == FLAG_PRESENT
+
+
+@dataclass(frozen=True)
+class PageRanges:
+    """Private writable mappings as page numbers: ``[starts[i], stops[i])``.
+
+    A page's position in arrays over these ranges is ``offsets[i] +
+    (page - starts[i])``; ``labels[i]`` is the mapping's name in
+    ``/proc/PID/maps`` (``[heap]``, ``[anon]``, a file's path).
+    """
+
+    starts: Tuple[int, ...]
+    stops: Tuple[int, ...]
+    labels: Tuple[str, ...]
+
+    @classmethod
+    def of(cls, maps: Sequence[_linux.Mapping]) -> "PageRanges":
+        keep = [m for m in maps if m.private_writable and m.stop > m.start]
+        return cls(tuple(m.start >> PAGE_SHIFT for m in keep), tuple(m.stop >> PAGE_SHIFT for m in keep),
+                   tuple(m.label for m in keep))
+
+    @property
+    def offsets(self) -> np.ndarray:
+        return np.concatenate(([0], np.cumsum(np.subtract(self.stops, self.starts), dtype=np.int64)))
+
+    @property
+    def npages(self) -> int:
+        return int(sum(self.stops) - sum(self.starts))
+
+    def page_numbers(self, positions: np.ndarray) -> np.ndarray:
+        """The virtual page numbers (address >> 12) at positions in arrays over these ranges."""
+        offsets = self.offsets
+        which = np.searchsorted(offsets, positions, side="right") - 1
+        return np.asarray(self.starts, np.int64)[which] + (positions - offsets[which])
+
+    def positions_of(self, pages: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """The positions of the page numbers these ranges hold, and which of
+        ``pages`` those are (a boolean mask)."""
+        if not self.starts:
+            return np.zeros(0, np.int64), np.zeros(len(pages), bool)
+        starts = np.asarray(self.starts, np.int64)
+        which = np.searchsorted(starts, pages, side="right") - 1
+        inside = (which >= 0) & (pages < np.asarray(self.stops, np.int64)[np.maximum(which, 0)])
+        which = which[inside]
+        return self.offsets[which] + (pages[inside] - starts[which]), inside
+
+    def mapping_of(self, positions: np.ndarray) -> np.ndarray:
+        """The index of the range holding each position."""
+        return np.searchsorted(self.offsets, positions, side="right") - 1
+
+    def overlaps(self, other: "PageRanges") -> Iterator[Tuple[int, int, int, int]]:
+        """``(first page, position in other, position in self, pages)`` for
+        every stretch both map, in address order."""
+        mine, theirs = self.offsets.tolist(), other.offsets.tolist()
+        i = j = 0
+        while i < len(self.starts) and j < len(other.starts):
+            lo = max(self.starts[i], other.starts[j])
+            hi = min(self.stops[i], other.stops[j])
+            if lo < hi:
+                yield lo, theirs[j] + lo - other.starts[j], mine[i] + lo - self.starts[i], hi - lo
+            if self.stops[i] <= other.stops[j]:
+                i += 1
+            else:
+                j += 1
+
+    def minus(self, other: "PageRanges") -> List[Tuple[int, int]]:
+        """The page ranges ``[start, stop)`` of these that ``other`` does not map."""
+        out = []
+        covered = list(zip(other.starts, other.stops))
+        j = 0
+        for start, stop in zip(self.starts, self.stops):
+            while j < len(covered) and covered[j][1] <= start:
+                j += 1
+            k, lo = j, start
+            while k < len(covered) and covered[k][0] < stop:
+                if covered[k][0] > lo:
+                    out.append((lo, covered[k][0]))
+                lo = max(lo, covered[k][1])
+                k += 1
+            if lo < stop:
+                out.append((lo, stop))
+        return out
+
+
+@dataclass(frozen=True)
+class ProcessPages:
+    """One process's private writable pages at one moment, over ``ranges``.
+
+    ``frames[k]`` is the frame number behind position ``k`` (see
+    ``PageRanges``) when a private anonymous page other than the zero page
+    is there, else 0; ``flags[k]`` is the entry's top byte (``_linux.FLAG_*``).
+    Without readable frame numbers every frame is 0 and only the flags tell.
+    ``ranges`` are the process's own mappings, or those of the parent it
+    was read onto; ``outside`` then counts its anonymous pages (the zero page
+    left out where it can be told) at addresses the parent does not map.
+    """
+
+    pid: int
+    ranges: PageRanges
+    frames: np.ndarray
+    flags: np.ndarray
+    outside: int = 0
+
+    @property
+    def anonymous(self) -> np.ndarray:
+        """Positions holding a present anonymous page (the zero page too, without frames)."""
+        return anonymous(self.flags)
+
+    @property
+    def exclusive(self) -> np.ndarray:
+        """Positions whose anonymous page no other process maps (pagemap bit 56)."""
+        return self.anonymous & ((self.flags & FLAG_EXCLUSIVE) != 0)
+
+    def aligned(self, values: np.ndarray, onto: PageRanges) -> np.ndarray:
+        """``values`` (an array over ``ranges``) moved onto ``onto``'s
+        positions, 0 (False) where ``ranges`` do not reach."""
+        aligned = np.zeros(onto.npages, values.dtype)
+        for _, dst, src, count in self.ranges.overlaps(onto):
+            aligned[dst:dst + count] = values[src:src + count]
+        return aligned
+
+
+class Buffer:
+    """A reused array that grows (with room to spare) when asked for more.
+
+    Sampling every second, fresh arrays would each time fault in megabytes
+    of new memory, which costs as much as reading the pagemap itself.
+    """
+
+    def __init__(self, dtype: type) -> None:
+        self._array = np.zeros(0, dtype)
+
+    def get(self, size: int) -> np.ndarray:
+        """A view of ``size`` elements (their values are left over: overwrite them)."""
+        if self._array.size < size:
+            self._array = np.empty(size + size // 8 + 1024, self._array.dtype)
+        return self._array[:size]
+
+
+class PageReader:
+    """Reads one process's pages, sample after sample, into reused memory.
+
+    Two sets of buffers take turns, so that the pages of the previous read
+    stay valid while the next one is taken (a child forked in between is
+    compared with both of its parent's reads); the read before that is
+    overwritten.
+    """
+
+    def __init__(self, pid: int, zero_frame: int) -> None:
+        self.pid = pid
+        self.zero_frame = zero_frame
+        self._turns = [(Buffer(np.uint64), Buffer(np.uint8)) for _ in range(2)]
+        self._outside = Buffer(np.uint64)
+        self._mask = Buffer(np.bool_)
+        self._turn = 0
+
+    def read(self, onto: Optional[PageRanges] = None) -> ProcessPages:
+        """Read the process's private writable mappings and their pagemap
+        entries: over its own mappings, or ``onto`` another process's.
+
+        Raises ProcessGone if the process is gone or a zombie (whose memory
+        is gone), PermissionError if this process may not read it.
+        """
+        pid = self.pid
+        frames_buffer, flags_buffer = self._turns[self._turn]
+        try:
+            own = PageRanges.of(_linux.read_maps(f"/proc/{pid}/maps"))
+            ranges = own if onto is None else onto
+            entries = frames_buffer.get(ranges.npages)
+            pieces, outside = self._plan(own, ranges, entries)
+            _linux.read_entries_into(pieces, f"/proc/{pid}/pagemap")
+        except (FileNotFoundError, ProcessLookupError) as exc:
+            raise ProcessGone(pid) from exc
+        except PermissionError:
+            raise
+        except OSError as exc:
+            # A process exiting mid-read gives a short read (its memory is gone).
+            raise ProcessGone(pid) from exc
+        if not own.starts:
+            raise ProcessGone(pid)  # a zombie: no memory at all
+        self._turn ^= 1
+        flags = _linux.flags(entries, out=flags_buffer.get(entries.size))
+        frames = self._frames(entries, flags)
+        held_outside = 0
+        if outside.size:
+            outside_flags = _linux.flags(outside)
+            held_outside = int(np.count_nonzero(self._frames(outside, outside_flags) if self.zero_frame
+                                                else anonymous(outside_flags)))
+        return ProcessPages(pid, ranges, frames, flags, held_outside)
+
+    def _plan(self, own: PageRanges, ranges: PageRanges, entries: np.ndarray):
+        """Where each stretch of entries goes: ``(address, array)`` pieces,
+        zeroing what the process does not map; and the array of its pages
+        outside ``ranges``."""
+        if ranges is own:
+            offsets = own.offsets.tolist()
+            return [(start << PAGE_SHIFT, entries[offsets[i]:offsets[i + 1]])
+                    for i, start in enumerate(own.starts)], entries[:0]
+        pieces, done = [], 0
+        for page, dst, _, count in own.overlaps(ranges):
+            entries[done:dst] = 0
+            pieces.append((page << PAGE_SHIFT, entries[dst:dst + count]))
+            done = dst + count
+        entries[done:] = 0
+        rest = own.minus(ranges)
+        outside = self._outside.get(sum(stop - start for start, stop in rest))
+        lo = 0
+        for start, stop in rest:
+            pieces.append((start << PAGE_SHIFT, outside[lo:lo + stop - start]))
+            lo += stop - start
+        return pieces, outside
+
+    def _frames(self, entries: np.ndarray, flags: np.ndarray) -> np.ndarray:
+        """Turn entries into frames in place: 0 but for present anonymous pages, the zero page left out."""
+        frames = np.bitwise_and(entries, PFN_MASK, out=entries)
+        if not self.zero_frame:
+            return frames  # all 0: frame numbers are unreadable
+        mask = self._mask.get(entries.size)
+        np.equal(flags & (FLAG_PRESENT | FLAG_FILE_OR_SHARED), FLAG_PRESENT, out=mask)
+        np.multiply(frames, mask, out=frames)
+        np.equal(frames, np.uint64(self.zero_frame), out=mask)
+        np.putmask(frames, mask, 0)
+        return frames
