@@ -3,29 +3,33 @@
 Explain mode (userfaultfd write-protect) for the combinations that answer
 the question; the copied MiB inside the data, split by what the first write
 to each page was (a reference count, a GC header, another header field, the
-payload).  n/a where userfaultfd is unavailable.
+payload), each pair explained in three children.  n/a where userfaultfd is
+unavailable.
 """
 
 from cowmem import CAUSES, CowmemError, ExplainUnavailableError, workloads
+from cowmem.asv import Failed, NotApplicable, samples, unpack
+from cowmem.samples import CHILDREN
 
-from .common import MIB, Failed, NotApplicable, bench_size, unpack
+from .common import MIB, bench_size
 
 PAIRS = [("list_int", "iterate"), ("list_int", "pickle"), ("list_interned_str", "iterate"),
          ("list_of_lists", "gc_collect"), ("list_of_instances", "iterate"), ("ndarray", "write")]
 
 
 def _causes(size):
+    """(data, access) -> cause -> bytes it explains in each of CHILDREN children, or why there are none."""
     outcomes = {}
     for data, access in PAIRS:
         try:
-            explanation = workloads.explain_in_data(data, access, size)
+            explanations = [workloads.explain_in_data(data, access, size) for _ in range(CHILDREN)]
         except ExplainUnavailableError as exc:
             outcomes[(data, access)] = NotApplicable(str(exc))
         except CowmemError as exc:
             outcomes[(data, access)] = Failed(f"{type(exc).__name__}: {exc}")
         else:
-            outcomes[(data, access)] = {cause: share.pages * explanation.page_size
-                                        for cause, share in explanation.causes.items()}
+            outcomes[(data, access)] = {cause: [e.causes[cause].pages * e.page_size for e in explanations]
+                                        for cause in CAUSES}
     return outcomes
 
 
@@ -44,5 +48,5 @@ class Causes:
         self.bytes = unpack(outcomes[(data, access)], pair)[cause]
 
     def track_data_mib_by_first_write(self, outcomes, pair, cause):
-        """MiB of the data's copied pages whose first write had this cause."""
-        return self.bytes / MIB
+        """MiB of the data's copied pages whose first write had this cause (median of the children)."""
+        return samples(b / MIB for b in self.bytes)

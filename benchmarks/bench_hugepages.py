@@ -4,6 +4,8 @@ Linux 5.8 and later split the huge page and copy the written 4 KiB page
 ("thp: change CoW semantics for anon-THP"); older kernels copied all 2 MiB.
 """
 
+from cowmem.asv import samples
+
 from .common import HUGE_PAGE, copied_bytes, huge_page_buffer, write_one_byte_every
 
 HUGE_PAGES = 16  # 32 MiB
@@ -21,4 +23,4 @@ class HugePages:
 
     def track_kib_copied_per_write(self, huge_pages_written):
         writes = write_one_byte_every(self.buffer.array, huge_pages_written, HUGE_PAGE)
-        return copied_bytes(self.buffer.range, writes) / 1024 / huge_pages_written
+        return samples(b / 1024 / huge_pages_written for b in copied_bytes(self.buffer.range, writes))

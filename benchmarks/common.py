@@ -1,31 +1,34 @@
 """What the asv suite's benchmarks share: the size, the units, the measurements.
 
-Every number comes from cowmem (``cowmem.workloads.measure`` or
-``cowmem.measure_fork``); this module only decides what to measure, at which
-size, and hands asv a value it can store.
+Every number comes from cowmem (``cowmem.asv.Copies``, ``cowmem.workloads``
+or ``cowmem.measure_fork``); this module only decides what to measure, at
+which size, and hands asv a value it can store.
 """
 
 from __future__ import annotations
 
+import abc
 import mmap
 import os
-from typing import Callable, Dict, NamedTuple, Tuple, Union
+from typing import Callable, List, Sequence, Tuple, Union
 
 import numpy as np
 
-from cowmem import PAGE_SIZE, CowmemError, NotApplicableError, Regions, measure_fork, workloads
+from cowmem import PAGE_SIZE, MissingLibraryError, measure_fork, workloads
+from cowmem.asv import Copies
+from cowmem.samples import CHILDREN
 
 MIB = 1 << 20
 
 SIZE_VARIABLE = "COWMEM_BENCH_SIZE"
-# 10**5 elements keep one environment's run under a minute on a 2-core
-# machine, and eleven environments under ten minutes; the copied bytes per
+# 5 * 10**4 elements keep one environment's run under a minute on a 2-core
+# machine, each combination measured in three children; the copied bytes per
 # element do not depend on the size (the question used 10**8).
-DEFAULT_SIZE = 10**5
+DEFAULT_SIZE = 5 * 10**4
 
 
 def bench_size() -> int:
-    """Elements per data kind: ``$COWMEM_BENCH_SIZE`` (e.g. ``100_000_000``), else 10**5."""
+    """Elements per data kind: ``$COWMEM_BENCH_SIZE`` (e.g. ``100_000_000``), else 5 * 10**4."""
     text = os.environ.get(SIZE_VARIABLE, "").strip()
     if not text:
         return DEFAULT_SIZE
@@ -39,71 +42,52 @@ def bench_size() -> int:
     return size
 
 
-# --- data x access x gc variant: every pair measured once per environment ---
+# --- one benchmark class per data kind, on cowmem.asv.Copies ---
 
-class Copies(NamedTuple):
-    """One measured pair: copied bytes inside the data's own memory and in the whole child."""
+class KindCopies(Copies):
+    """Copies of one registry data kind: ``data`` (the kind), ``access`` (those that apply), ``gc``.
 
-    data_bytes: int
-    child_bytes: int
-    size: int
-
-
-# A pair's outcome as stored in asv's setup_cache (pickled to disk, read by
-# every parameter combination's process): the copies, or the reason there are
-# none as the text asv will show.
-class NotApplicable(NamedTuple):
-    reason: str
-
-
-class Failed(NamedTuple):
-    message: str
-
-
-Outcome = Union[Copies, NotApplicable, Failed]
-PairKey = Tuple[str, str, str]
-
-
-def measure_pairs(size: int) -> Dict[PairKey, Outcome]:
-    """Measure every data kind x access x gc variant at ``size`` elements.
-
-    Each data kind is built once and serves all its accesses (the children
-    never change the parent's copy); the plain variant runs before
-    ``gc.freeze()``, which leaves objects in the oldest generation after
-    ``gc.unfreeze()``.  Errors are kept per pair so that one
-    failing pair fails only its own benchmark.
+    A subclass names its kind; ``accesses`` (default: every one that
+    applies but ``none``) and ``gc_variants`` (default: plain) may narrow or
+    widen what is measured.  The parameters are the kind's own, so that
+    asv's graph of each shows a handful of lines, and a pair that does not
+    apply is not a parameter at all.  ``none`` is left out: it is not handed
+    the data, so it copies none of any kind's (the ground truth's zero-page
+    case measures the measuring itself).  A kind whose library is missing
+    in an environment is n/a there, with the reason.
     """
-    outcomes: Dict[PairKey, Outcome] = {}
-    for data in workloads.DATA_KINDS:
-        built = located = None
-        for gc_variant in workloads.GC_VARIANTS:
-            for access in workloads.ACCESSES:
-                key = (data, access, gc_variant)
-                try:
-                    workloads.check_pair(data, access)
-                    if built is None:
-                        built = workloads.build(data, size)
-                        located = Regions({"data": built})
-                    # No cross-checks: the suite tracks the pagemap counts only.
-                    report = workloads.measure(data, access, size, prebuilt=built, located=located,
-                                               gc_freeze=gc_variant == "freeze", cross_checks=False)
-                except NotApplicableError as exc:
-                    outcomes[key] = NotApplicable(str(exc))
-                except CowmemError as exc:
-                    outcomes[key] = Failed(f"{type(exc).__name__}: {exc}")
-                else:
-                    outcomes[key] = Copies(report.regions["data"], report.copied_bytes, size)
-        del built, located  # before the next build: two large data kinds may not fit together
-    return outcomes
 
+    param_names = ["data", "access", "gc"]
+    accesses: Sequence[str] = ()
+    gc_variants: Sequence[str] = ("plain",)
+    # COWMEM_BENCH_SIZE may be the question's 10**8: a child may iterate for minutes.
+    child_timeout = 600.0
 
-def unpack(outcome: object, what: str) -> object:
-    """A stored measurement; asv's n/a (NotImplementedError) or a failure (RuntimeError) for the others."""
-    if isinstance(outcome, NotApplicable):
-        raise NotImplementedError(outcome.reason)
-    if isinstance(outcome, Failed):
-        raise RuntimeError(f"measuring {what} failed: {outcome.message}")
-    return outcome
+    @property
+    @abc.abstractmethod
+    def kind(self) -> str:
+        """The registry name of the data kind."""
+
+    def __init_subclass__(cls, **kwargs):
+        if isinstance(cls.kind, str):   # else still abstract: a base for classes that name their kind
+            accesses = cls.accesses or [a for a in workloads.accesses_for(cls.kind) if a != "none"]
+            cls.params = [[cls.kind], list(accesses), list(cls.gc_variants)]
+        super().__init_subclass__(**kwargs)
+
+    def build(self):
+        try:
+            return workloads.build(self.kind, bench_size())
+        except MissingLibraryError as exc:
+            raise NotImplementedError(str(exc)) from None   # asv's n/a, with the reason
+
+    def elements(self, data):
+        return bench_size()
+
+    def access(self, data, access, gc):
+        return workloads.ACCESSES[access].run
+
+    def gc_freeze(self, data, access, gc):
+        return gc == "freeze"
 
 
 # --- ground truth: k pages written in a filled buffer ---
@@ -138,9 +122,10 @@ def buffer_range(buffer: Union[bytearray, np.ndarray, mmap.mmap]) -> Tuple[int, 
     return view.ctypes.data, view.ctypes.data + view.size
 
 
-def copied_bytes(region: Tuple[int, int], access: Callable[[], None]) -> int:
-    """Bytes the access copied inside the address range ``region``."""
-    return measure_fork(access, regions={"region": region}, cross_checks=False).regions["region"]
+def copied_bytes(region: Tuple[int, int], access: Callable[[], None]) -> List[int]:
+    """Bytes the access copied inside the address range ``region``, in each of CHILDREN children."""
+    return [measure_fork(access, regions={"region": region}, cross_checks=False).regions["region"]
+            for _ in range(CHILDREN)]
 
 
 # --- transparent huge pages ---

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any, Dict, List
 
 from .errors import (AccessError, ChildExitedError, ChildKilledError, ChildTimeoutError,
                      CowmemError, ExplainError, ExplainUnavailableError, InsufficientMemoryError,
-                     LocateError, NotApplicableError, UnknownNameError, UnsupportedPlatformError,
-                     UnverifiedLayoutError)
+                     LocateError, MissingLibraryError, NotApplicableError, UnknownNameError,
+                     UnsupportedPlatformError, UnverifiedLayoutError)
 
 __version__ = "0.2.0"
 
@@ -43,8 +43,8 @@ __all__ = [
     "measure_fork", "ForkReport", "ForkMeter", "Regions", "memory_ranges", "PAGE_SIZE",
     "CowmemError", "UnsupportedPlatformError", "AccessError", "ChildKilledError",
     "ChildExitedError", "ChildTimeoutError", "UnknownNameError", "NotApplicableError",
-    "InsufficientMemoryError", "ForkSafetyWarning", "ExplainError", "ExplainUnavailableError",
-    "UnverifiedLayoutError", "LocateError",
+    "InsufficientMemoryError", "MissingLibraryError", "ForkSafetyWarning", "ExplainError",
+    "ExplainUnavailableError", "UnverifiedLayoutError", "LocateError",
     "Explanation", "CAUSES",
 ]
 

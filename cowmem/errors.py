@@ -137,6 +137,10 @@ class NotApplicableError(CowmemError, ValueError):
     """A data kind and access pair that does not apply (asv shows it as n/a)."""
 
 
+class MissingLibraryError(NotApplicableError):
+    """A data kind needs a library (or a version of it) that is not installed here; n/a in asv."""
+
+
 class InsufficientMemoryError(CowmemError, MemoryError):
     """A size that would not fit in available memory, refused before building."""
 

@@ -27,7 +27,7 @@ PARTS = ("object", "storage", "buffer")
 class TypeInfo(NamedTuple):
     """A layout code's type: its name and where its header lies (bytes)."""
 
-    name: str       # as layouts.type_name gives it: "int", "numpy.ndarray"
+    name: str       # as layouts.type_name gives it: "int", "ndarray"
     before: int     # bytes before the object's address (GC header, pre-header)
     gc: int         # of which the GC header
     header: int     # from the address to the end of the header
@@ -159,9 +159,10 @@ def page_numbers(starts: np.ndarray, stops: np.ndarray) -> np.ndarray:
     shift = np.uint64(PAGE_SHIFT)
     first = starts[keep] >> shift
     last = (stops[keep] - np.uint64(1)) >> shift
-    small = last - first <= 1  # most objects: one or two pages
-    big = [np.arange(f, l + 1, dtype=np.uint64) for f, l in zip(first[~small].tolist(), last[~small].tolist())]
-    return sorted_unique(np.concatenate([first[small], last[small], *big]))
+    # Most objects lie in one page, some in two, a few (buffers) in more.
+    longer = np.flatnonzero(last - first > 1)
+    inner = [np.arange(f + 1, l, dtype=np.uint64) for f, l in zip(first[longer].tolist(), last[longer].tolist())]
+    return sorted_unique(np.concatenate([first, last[last != first], *inner]))
 
 
 def merge_ranges(starts: np.ndarray, stops: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:

@@ -10,28 +10,22 @@ numpy array dimensions).
 
 Every fact here is what CPython 3.9 to 3.13 (64-bit, default build) do; a
 newer interpreter is expected to do as 3.13 does.  None is trusted blindly:
-:func:`require` checks a fact against objects of known content the first
-time a process needs it (offsets read through ``/proc/self/mem``, so that a
-wrong guess is an error, not a crash) and raises UnverifiedLayoutError,
-naming the fact and what failed, when the check fails.  A free-threaded
-build (its header starts with ``ob_tid``) fails the first check.
+verify.py checks each against objects of known content the first time a
+process needs it, and refuses what fails.
 
 All sizes and offsets are in bytes.
 """
 
 from __future__ import annotations
 
-import ctypes
 import platform
 import sys
 import sysconfig
-from collections import deque
-from typing import Callable, Dict, Optional, Tuple
+from typing import Dict, Tuple
 
 import numpy as np
 
-from .errors import UnverifiedLayoutError
-from .peek import SafeReader, gather
+from .peek import gather
 
 WORD = 8
 
@@ -199,230 +193,11 @@ def header_bytes(tp: type, ascii_str: bool = False) -> int:
 
 
 def type_name(tp: type) -> str:
-    """``tp``'s name as cowmem reports it: ``int``, ``numpy.ndarray``, ``decimal.Decimal``."""
-    module, name = type.__dict__["__module__"].__get__(tp), type.__dict__["__qualname__"].__get__(tp)
-    return name if module == "builtins" else f"{module}.{name}"
+    """``tp``'s name in the object index and explanations: ``int``, ``ndarray``, ``Decimal``."""
+    return type.__dict__["__qualname__"].__get__(tp)
 
 
-# --- verifying the facts against known objects ----------------------------------
-
-class _Sample:
-    """A class of the common kind: its instances keep a managed __dict__ (3.11+)."""
-
-    def __init__(self, a: object, b: object, c: object) -> None:
-        self.a, self.b, self.c = a, b, c
-
-
-class _Slotted:
-    __slots__ = ("a",)
-
-
-def _objects(count: int) -> list:
-    return [object() for _ in range(count)]
-
-
-def _check_header(read: SafeReader) -> Optional[str]:
-    x = object()
-    start = read.word(id(x) + REFCOUNT)
-    held = [x] * 3
-    if read.word(id(x) + REFCOUNT) - start != len(held):
-        return f"the reference count is not the word at offset {REFCOUNT}"
-    for y in (x, [], 1.5, "".join(["a", "b"])):
-        if read.word(id(y) + TYPE) != id(type(y)):
-            return f"ob_type of a {type(y).__name__} is not at offset {TYPE}"
-    return None
-
-
-def _check_gc_header(read: SafeReader) -> Optional[str]:
-    extra = sys.getsizeof([]) - [].__sizeof__()
-    if extra != GC_HEAD:
-        return f"sys.getsizeof(list) - list.__sizeof__() is {extra}, not a {GC_HEAD}-byte GC header"
-    if sys.getsizeof(1.5) != (1.5).__sizeof__():
-        return "a float, which is not a container, has bytes before it"
-    return None
-
-
-def _check_preheader(read: SafeReader) -> Optional[str]:
-    sample, slotted = _Sample(1, 2, 3), _Slotted()
-    expected = GC_HEAD + (PREHEADER if _KNOWN >= (3, 11) else 0)
-    for obj, before_it in ((sample, expected), (slotted, GC_HEAD)):
-        extra = sys.getsizeof(obj) - obj.__sizeof__()
-        if extra != before_it or before(type(obj)) != before_it:
-            return (f"{type(obj).__name__} instances have {extra} bytes before them "
-                    f"(flags {type(obj).__flags__:#x}), not {before_it}")
-    return None
-
-
-def _check_immortal(read: SafeReader) -> Optional[str]:
-    mortal = object()
-    for obj, expected in ((None, IMMORTAL), (mortal, False)):
-        count = read.word(id(obj) + REFCOUNT) & 0xFFFFFFFF
-        if (count >= 1 << 31) != expected or bool(is_immortal(np.array([id(obj)], np.uint64))[0]) != expected:
-            return f"{obj!r} is {'not ' if expected else ''}immortal"
-    return None
-
-
-def _check_list(read: SafeReader) -> Optional[str]:
-    items = _objects(3)
-    if [int(w) for w in read.words(read.word(id(items) + LIST_ITEMS), 3)] != list(map(id, items)):
-        return f"the word at offset {LIST_ITEMS} does not point to the items"
-    allocated = read.word(id(items) + LIST_ALLOCATED)
-    if list.__sizeof__(items) != list.__basicsize__ + allocated * WORD:
-        return f"the word at offset {LIST_ALLOCATED} is not the allocated item count"
-    return None
-
-
-def _check_dict(read: SafeReader) -> Optional[str]:
-    values = _objects(5)
-    table = {f"key {i}": v for i, v in enumerate(values)}
-    keys, split = read.word(id(table) + DICT_KEYS), read.word(id(table) + DICT_VALUES)
-    extra = dict.__sizeof__(table) - dict.__basicsize__
-    if split or not keys or extra <= 0 or read.word(keys) != 1:
-        return f"a dict's keys are not an owned table at offset {DICT_KEYS}, with no values at {DICT_VALUES}"
-    if not np.isin(list(map(id, values)), read.words(keys, extra // WORD)).all():
-        return f"the {extra} bytes at ma_keys do not hold the dict's values"
-    instance = _Sample(*values[:3])
-    if VALUES == "dict":
-        own = read.word(id(vars(instance)) + DICT_VALUES)
-        if not own or [int(w) for w in read.words(own, 3)] != list(map(id, values[:3])):
-            return "an instance __dict__'s split values are not at ma_values"
-        return None
-    vars(instance)   # makes the dict; its table stays the instance's values
-    own = read.word(id(vars(instance)) + DICT_VALUES)
-    return _check_values(read, own, values[:3]) if own else "an instance __dict__ has no split values"
-
-
-def _check_values(read: SafeReader, values: int, held: list) -> Optional[str]:
-    first = values + (WORD if VALUES == "inline" else 0)
-    if [int(w) for w in read.words(first, len(held))] != list(map(id, held)):
-        return f"the values at {values:#x} are not the instance's attributes"
-    if VALUES == "inline":
-        capacity = read.byte(values)
-        ok = capacity >= len(held)
-    else:
-        prefix = read.byte(values - 1)
-        ok = prefix % WORD == 0 and prefix >= len(held) + 2
-    lo, hi = (int(b[0]) for b in values_bounds(np.array([values], np.uint64)))
-    return None if ok and lo <= values and hi >= first + len(held) * WORD else \
-        f"the values block at {values:#x} does not say its size as expected"
-
-
-def _check_instance(read: SafeReader) -> Optional[str]:
-    held = _objects(3)
-    instance = _Sample(*held)
-    if VALUES == "dict":
-        return None
-    if VALUES == "inline":
-        if not has_inline_values(_Sample):
-            return f"a plain class lacks the inline-values flag (flags {_Sample.__flags__:#x})"
-        values = id(instance) + _Sample.__basicsize__
-        if read.byte(values + 2) != 1:
-            return "the values after the object are not marked embedded"
-        return _check_values(read, values, held)
-    values = int(managed_values(_Sample, np.array([id(instance)], np.uint64))[0])
-    return _check_values(read, values, held) if values else "no values pointer in the pre-header"
-
-
-def _check_set(read: SafeReader) -> Optional[str]:
-    members = _objects(20)
-    big, small = set(members), {members[0]}
-    mask, table = read.word(id(big) + SET_MASK), read.word(id(big) + SET_TABLE)
-    if set.__sizeof__(big) != set.__basicsize__ + (mask + 1) * SET_ENTRY:
-        return f"the word at offset {SET_MASK} is not the table's mask"
-    if not np.isin(list(map(id, members)), read.words(table, (mask + 1) * SET_ENTRY // WORD)).all():
-        return f"the word at offset {SET_TABLE} does not point to the table"
-    inline = read.word(id(small) + SET_TABLE)
-    if not id(small) <= inline < id(small) + set.__basicsize__ or set.__sizeof__(small) != set.__basicsize__:
-        return "a small set's table is not inside the object"
-    return None
-
-
-def _check_deque(read: SafeReader) -> Optional[str]:
-    items = _objects(150)
-    queue = deque(items)
-    block, last = read.word(id(queue) + DEQUE_LEFT), read.word(id(queue) + DEQUE_RIGHT)
-    first, stop = read.word(id(queue) + DEQUE_LEFTINDEX), read.word(id(queue) + DEQUE_RIGHTINDEX)
-    found, blocks = [], 0
-    while blocks <= len(items) // BLOCK_LEN + 2:
-        words = read.words(block + BLOCK_DATA, BLOCK_LEN)
-        blocks += 1
-        found += words[first:stop + 1 if block == last else BLOCK_LEN].tolist()
-        if block == last:
-            break
-        block, first = read.word(block + BLOCK_RIGHT), 0
-    if found != list(map(id, items)):
-        return "the blocks linked from the deque do not hold its items"
-    if (deque.__sizeof__(queue) - deque.__basicsize__) % BLOCK_SIZE:
-        return f"deque.__sizeof__ does not count {BLOCK_SIZE}-byte blocks"
-    return None
-
-
-def _check_bytearray(read: SafeReader) -> Optional[str]:
-    data = bytearray(b"cowmem")
-    start = ctypes.addressof((ctypes.c_char * len(data)).from_buffer(data))
-    alloc = read.word(id(data) + BYTEARRAY_ALLOC)
-    if read.word(id(data) + BYTEARRAY_BYTES) != start or read.word(id(data) + BYTEARRAY_START) != start:
-        return f"the words at offsets {BYTEARRAY_BYTES} and {BYTEARRAY_START} do not point to the bytes"
-    if bytearray.__sizeof__(data) != bytearray.__basicsize__ + alloc:
-        return f"the word at offset {BYTEARRAY_ALLOC} is not the allocated size"
-    return None
-
-
-def _check_str(read: SafeReader) -> Optional[str]:
-    for text, kind, header in (("".join(["a", "bc"]), 1, ASCII_HEADER), ("é" * 3, 1, COMPACT_HEADER),
-                               (chr(0x1F600) * 2, 4, COMPACT_HEADER)):
-        sizes, _ = str_sizes([text])
-        raw = read.read(id(text) + header, (len(text) + 1) * kind)
-        if sizes[0] != str.__sizeof__(text) or raw != text.encode(f"utf-32-le" if kind == 4 else "latin-1") + bytes(kind):
-            return f"the characters of {text!r} are not {header} bytes after its address"
-    return None
-
-
-def _check_ndarray(read: SafeReader) -> Optional[str]:
-    owner = np.arange(6.0)
-    arr = owner.reshape(2, 3)
-    data = arr.__array_interface__["data"][0]
-    dims = read.word(id(arr) + NDARRAY_DIMS)
-    if (read.word(id(arr) + NDARRAY_DATA) != data or read.word(id(arr) + NDARRAY_ND) & 0xFFFFFFFF != 2
-            or read.words(dims, 4).tolist() != [*arr.shape, *arr.strides]
-            or read.word(id(arr) + NDARRAY_BASE) != id(owner)):
-        return "the data, nd, dimensions and base fields are not where expected"
-    if owner.__sizeof__() != np.ndarray.__basicsize__ + 2 * WORD + owner.nbytes:
-        return "ndarray.__sizeof__ does not count header, dimensions and data"
-    return None
-
-
-_CHECKS: Dict[str, Callable[[SafeReader], Optional[str]]] = {
-    "the object header (ob_refcnt, ob_type)": _check_header,
-    "the GC header": _check_gc_header,
-    "the pre-header": _check_preheader,
-    "immortal objects": _check_immortal,
-    "list": _check_list,
-    "dict": _check_dict,
-    "instance attribute values": _check_instance,
-    "set": _check_set,
-    "collections.deque": _check_deque,
-    "bytearray": _check_bytearray,
-    "str": _check_str,
-    "numpy.ndarray": _check_ndarray,
-}
-CORE = tuple(list(_CHECKS)[:5])
-"""The facts any walk of an object graph needs; the rest are checked when their type is met."""
-
-_verified: Dict[str, Optional[str]] = {}
-
-
-def require(*facts: str) -> None:
-    """Check ``facts`` (keys of the checks above) once per process; raise if one fails.
-
-    Raises UnverifiedLayoutError naming the first fact whose check failed.
-    """
-    for fact in facts:
-        if fact not in _verified:
-            try:
-                with SafeReader() as read:
-                    _verified[fact] = _CHECKS[fact](read)
-            except OSError as exc:
-                _verified[fact] = f"reading a guessed field failed: {exc}"
-        if _verified[fact] is not None:
-            raise UnverifiedLayoutError(fact, _verified[fact], interpreter())
+def qualified_name(tp: type) -> str:
+    """``tp``'s name with its module, as the unlocated report gives it: ``decimal.Decimal``."""
+    module = type.__dict__["__module__"].__get__(tp)
+    return type_name(tp) if module == "builtins" else f"{module}.{type_name(tp)}"

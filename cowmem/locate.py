@@ -21,6 +21,7 @@ import numpy as np
 from . import helper
 from .index import ObjectIndex, merge_ranges, page_numbers
 from .objects import Walker
+from .placement import own_block
 
 Range = Tuple[int, int]
 Unlocated = Dict[str, Dict[str, int]]
@@ -51,6 +52,17 @@ def memory_ranges(obj: Any, *, depth: Optional[int] = None) -> List[Range]:
 
     _, (starts, stops) = helper.run(job)
     return list(zip(starts.tolist(), stops.tolist()))
+
+
+def object_block(obj: Any) -> Range:
+    """``[start, stop)`` (bytes) of ``obj``'s own block: from its GC header or
+    pre-header to the end of its inline part (3.13's inline attribute values
+    included), without the storage it owns elsewhere or what it references.
+
+    Computed here, not in a helper: it reads only the object's type and size.
+    Raises UnverifiedLayoutError where the layouts are not verified.
+    """
+    return own_block(obj)
 
 
 class Located(NamedTuple):

@@ -20,7 +20,7 @@ import traceback
 import numpy as np
 import pytest
 
-from cowmem import PAGE_SIZE, Regions, measure_fork, memory_ranges, uffd
+from cowmem import PAGE_SIZE, measure_fork, memory_ranges, uffd
 from cowmem.errors import UnsupportedPlatformError
 from cowmem.errors import ExplainError, ExplainUnavailableError
 from cowmem.explain import CAUSES, FaultTracer
@@ -56,9 +56,8 @@ def object_block(obj):
 
 
 def kind(obj):
-    """The type name cowmem reports for ``obj``: qualified unless a builtin."""
-    tp = type(obj)
-    return tp.__qualname__ if tp.__module__ == "builtins" else f"{tp.__module__}.{tp.__qualname__}"
+    """The type name explain mode reports for ``obj``."""
+    return type(obj).__qualname__
 
 
 def explained_in(explanation, pages):
@@ -166,11 +165,16 @@ def test_gc_collect_writes_the_gc_header_of_every_inner_list():
         after = [[] for _ in range(20_000)]
     finally:
         gc.enable()
-    # One level deep: the inner lists, not the ints in them (their pages hold other objects).
-    regions = Regions({"data": data, "before": before, "after": after}, depth=1)
-    report = measure_fork(gc.collect, regions=regions, explain=True)
+    report = measure_fork(gc.collect, regions={"data": data, "before": before, "after": after}, explain=True)
     ex = report.explanation
-    in_data = np.intersect1d(copied_pages(report), page_span(memory_ranges(data, depth=1)))
+    # The pages of the inner lists themselves (GC header to the end of the
+    # struct) that hold no other container: a collection writes only GC
+    # headers, and in a heap fragmented by earlier tests another
+    # container's may come first.
+    mine = {id(x) for x in data}
+    blocks = [(id(x) - 16, id(x) + type(x).__basicsize__) for x in data]
+    others = [(id(x) - 16, id(x) + type(x).__basicsize__) for x in gc.get_objects() if id(x) not in mine]
+    in_data = np.setdiff1d(np.intersect1d(copied_pages(report), page_span(blocks)), page_span(others))
     assert in_data.size >= len(data) * 56 // PAGE_SIZE
     assert np.array_equal(explained_in(ex, in_data), in_data)
     assert np.array_equal(np.intersect1d(ex.pages_of("gc_header", "list"), in_data), in_data)
@@ -186,7 +190,7 @@ def test_reading_a_numpy_array_copies_nothing_of_its_buffer():
     buffer = np.setdiff1d(inner_pages(data.ctypes.data, data.ctypes.data + data.nbytes),
                           page_span([object_block(data)]))
     assert explained_in(ex, buffer).size == 0
-    assert "numpy.ndarray" not in ex.causes["payload"].by_kind
+    assert "ndarray" not in ex.causes["payload"].by_kind
 
 
 # --- the explanation's arithmetic ------------------------------------------
@@ -242,7 +246,8 @@ class Plain:
 
 
 def test_classify_names_each_field_of_known_layouts():
-    items = [10 ** 9, 2.5, "abc", "é" * 3, (1, 2), Plain()]
+    # Strings made at run time: a literal is interned, and immortal on 3.12+.
+    items = [10 ** 9, 2.5, "".join(["a", "bc"]), "".join(["é"] * 3), (1, 2), Plain()]
     arr = np.arange(1000.0)
     index = index_objects({"items": items, "arr": arr})
     item_storage = ctypes.c_void_p.from_address(id(items) + 24).value   # PyListObject.ob_item
@@ -382,11 +387,12 @@ case = sys.argv[1]
 data = {"list": lambda: list(range(10**6, 10**6 + 10**5)), "dict": lambda: {f"key {i}": i for i in range(10**5)},
         "lists": lambda: [[i] for i in range(10**5)]}[case]()
 run = gc.collect if case == "lists" else (lambda: [None for _ in (data.items() if case == "dict" else data)])
-counts = {"plain": [], "explain": []}
-for _ in range(5):   # interleaved: each measurement leaves the heap a little different
-    counts["plain"].append(measure_fork(run, regions={"data": data}).regions["data"] // PAGE_SIZE)
-    report = measure_fork(run, regions={"data": data}, explain=True)
-    counts["explain"].append(report.regions["data"] // PAGE_SIZE)
+counts = {"plain": [], "explain": [], "plain unobserved": [], "explain unobserved": []}
+for _ in range(7):   # interleaved: each measurement leaves the heap a little different
+    for mode, explain in (("plain", False), ("explain", True)):
+        report = measure_fork(run, regions={"data": data}, explain=explain)
+        counts[mode].append(report.regions["data"] // PAGE_SIZE)
+        counts[mode + " unobserved"].append(report.unobserved["data"] // PAGE_SIZE)
 print(json.dumps(counts))
 """
 
@@ -394,14 +400,17 @@ print(json.dumps(counts))
 @pytest.mark.parametrize("case", ["list", "dict", "lists"], ids=["list iterated", "dict items", "gc.collect over lists"])
 def test_explain_counts_the_same_pages_in_the_data_as_plain_mode(case):
     # The faults are served by a process of their own, and the child's
-    # hand-over is made by the parent: nothing of explain mode's writes a
-    # page of the data first, in the parent or in the child before its
-    # baseline (the child's write would then copy nothing).  In a fresh
-    # interpreter: in a heap fragmented by other tests, each child's own
-    # set-up before its baseline copies a few pages more of one than of the
-    # other (both report them as unobserved).
+    # hand-over is made by the parent: no code of explain mode's runs in the
+    # parent while the child runs, to write a page of the data first (the
+    # child's write would then copy nothing).  What is left: the hand-over
+    # itself, in the child before its baseline, takes references to a few
+    # objects the parent made, which may share a page with the data; such a
+    # page is the child's before the baseline, reported as unobserved.  In
+    # a fresh interpreter, where the data's pages hold little else.
     out = subprocess.run([sys.executable, "-c", PARITY, case], capture_output=True, text=True, check=True,
                          timeout=600).stdout
-    counts = json.loads(out)
-    print(f"\nin the data: {counts}")
-    assert abs(statistics.median(counts["plain"]) - statistics.median(counts["explain"])) <= 1
+    median = {mode: statistics.median(values) for mode, values in json.loads(out).items()}
+    print(f"\nin the data (medians of 7): {median}")
+    seen_before = abs(median["explain unobserved"] - median["plain unobserved"])
+    assert abs(median["plain"] - median["explain"]) <= 1 + seen_before
+    assert abs(median["plain"] + median["plain unobserved"] - median["explain"] - median["explain unobserved"]) <= 1

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import cowmem
-from cowmem import PAGE_SIZE, layouts, measure_fork
+from cowmem import PAGE_SIZE, layouts, measure_fork, verify
 from cowmem.errors import CowmemError, UnverifiedLayoutError
 from cowmem.locate import index_heap, memory_ranges
 
@@ -27,18 +27,18 @@ def pages(start, stop):
 @pytest.fixture(autouse=True)
 def fresh_verification(monkeypatch):
     """Each test verifies anew (a patched fact must not meet a cached verdict)."""
-    monkeypatch.setattr(layouts, "_verified", {})
+    monkeypatch.setattr(verify, "_verified", {})
 
 
 def test_every_fact_checks_out_on_this_interpreter():
-    for fact in layouts._CHECKS:
-        layouts.require(fact)
+    for fact in verify._CHECKS:
+        verify.require(fact)
 
 
 @pytest.mark.parametrize("fact, name, wrong", [
     ("the object header (ob_refcnt, ob_type)", "TYPE", 24),          # a free-threaded header
     ("the GC header", "GC_HEAD", 0),
-    ("the pre-header", "PREHEADER", 4 * layouts.WORD),
+    ("the pre-header", "PREHEADER_FLAGS", layouts.HAVE_GC),           # every container: a pre-header
     ("immortal objects", "IMMORTAL", not layouts.IMMORTAL),
     ("list", "LIST_ITEMS", layouts.LIST_ALLOCATED),
     ("dict", "DICT_KEYS", layouts.DICT_VALUES),
@@ -51,7 +51,7 @@ def test_every_fact_checks_out_on_this_interpreter():
 def test_a_wrong_fact_fails_its_check_and_names_it(monkeypatch, fact, name, wrong):
     monkeypatch.setattr(layouts, name, wrong)
     with pytest.raises(UnverifiedLayoutError) as info:
-        layouts.require(fact)
+        verify.require(fact)
     assert info.value.fact == fact
     assert fact in str(info.value) and layouts.interpreter() in str(info.value)
     assert isinstance(info.value, CowmemError)
@@ -62,7 +62,7 @@ def test_instance_values_where_they_are_not(monkeypatch):
         pytest.skip(f"CPython {sys.version_info[:2]} keeps instance attributes in a dict object")
     monkeypatch.setattr(layouts, "VALUES", {"inline": "tagged"}.get(layouts.VALUES, "inline"))
     with pytest.raises(UnverifiedLayoutError, match="instance attribute values"):
-        layouts.require("instance attribute values")
+        verify.require("instance attribute values")
 
 
 def free_threaded_header(monkeypatch):

@@ -24,7 +24,6 @@ import time
 import numpy as np
 import pytest
 
-import cowmem
 from cowmem import PAGE_SIZE, Regions, measure_fork, memory_ranges
 from cowmem.errors import LocateError
 from cowmem.index import OBJECT, STORAGE

@@ -16,7 +16,8 @@ def run(args: argparse.Namespace) -> int:
     width = max(map(len, [*kinds, *accesses]))
     print("Data kinds (built in the parent from a size N):")
     for name, kind in kinds.items():
-        print(f"  {name:<{width}}  {kind.description}")
+        missing = kind.missing()
+        print(f"  {name:<{width}}  {kind.description}" + (f" (n/a here: {missing})" if missing else ""))
     print("\nAccesses (run in the child):")
     for name, access in accesses.items():
         print(f"  {name:<{width}}  {access.description}")

@@ -19,7 +19,7 @@ import numpy as np
 from .. import helper
 from ..errors import CowmemError
 from ..index import ObjectIndex, distinct
-from ..objects import find_paths
+from ..paths import find_paths
 from .._linux import PAGE_SHIFT, PAGE_SIZE, Mapping as MapsEntry
 from .causes import CAUSES, classify, field_name
 

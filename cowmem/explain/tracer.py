@@ -43,7 +43,7 @@ from typing import Any, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from .. import helper, uffd
-from ..errors import ExplainError, ExplainUnavailableError
+from ..errors import ExplainError
 from ..index import distinct
 from ..locate import index_objects
 from .._linux import PAGE_SHIFT, read_maps

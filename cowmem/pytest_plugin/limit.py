@@ -21,7 +21,7 @@ import pytest
 from ..errors import CowmemError, ExplainUnavailableError, UnsupportedPlatformError
 from .._linux import page_span
 from ..meter import ForkReport, Regions, copied_page_numbers
-from ..objects import object_block
+from ..locate import object_block
 from .message import failure_message
 from .body import ForkedBody
 from .marker import Limit
