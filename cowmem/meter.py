@@ -202,8 +202,8 @@ class ForkMeter:
     def _compare(self) -> "_Found":
         snaps, facts = self._snaps, self._facts
         before, after = snaps.entries
-        diff = compare(before, after, facts.zero_frame if facts.frames_readable else None) \
-            if snaps.changed() else _NOTHING
+        diff = compare(before, after, facts.zero_frame if facts.frames_readable else None,
+                       snaps.changed_positions())
         unobserved = [0] * len(self._region_pages)
         if self._region_pages:
             blind = snaps.page_numbers(exclusive_positions(before))
@@ -510,10 +510,8 @@ class Diff(NamedTuple):
     swapped: int         # pages swapped out in a snapshot, whose entry changed
 
 
-_NOTHING = Diff(_linux.NO_PAGES.astype(np.int64), 0, 0)
-
-
-def compare(before: np.ndarray, after: np.ndarray, zero_frame: Optional[int]) -> Diff:
+def compare(before: np.ndarray, after: np.ndarray, zero_frame: Optional[int],
+            changed: Optional[np.ndarray] = None) -> Diff:
     """Classify every page whose entry changed between two snapshots of the same pages.
 
     By the change of its flags (``_classes``); and where frame numbers are
@@ -521,9 +519,11 @@ def compare(before: np.ndarray, after: np.ndarray, zero_frame: Optional[int]) ->
     frame (the parent's write after the fork leaves the child's in place)
     and not have been the zero page (a first write to it is fresh).  A page
     whose entry did not change is none of these, so only those that
-    changed are looked at: a few pages for most accesses.
+    changed (``changed``: their positions, found here if not given) are
+    looked at: a few pages for most accesses.
     """
-    changed = (before != after).nonzero()[0]
+    if changed is None:
+        changed = (before != after).nonzero()[0]
     if not changed.size:
         return Diff(changed, 0, 0)
     b, a = before[changed], after[changed]
