@@ -3,8 +3,9 @@
 ``needs(name)`` marks a test to be skipped, with the reason shown by
 ``pytest -ra``, where the capability is missing; ``require(name)`` does the
 same from inside a fixture.  Each capability is probed once per session.
-On the project's own machine (root, userfaultfd, THP in madvise mode,
-Debian's Chromium, the npm registry or its packages cached) none is missing.
+On the project's own machine (root, so frame numbers and userfaultfd; THP
+in madvise mode; Debian's Chromium; the npm registry or its packages
+cached) none is missing.
 """
 
 from __future__ import annotations
@@ -18,16 +19,12 @@ from typing import Callable, Dict, Optional
 import pytest
 
 
-def _root() -> Optional[str]:
-    return None if os.geteuid() == 0 else "needs root"
-
-
 def _frames() -> Optional[str]:
     from cowmem import _linux
 
     if _linux.pagemap_facts().frames_readable:
         return None
-    return "page frame numbers are unreadable here (they need CAP_SYS_ADMIN)"
+    return "page frame numbers are unreadable here (they need root: CAP_SYS_ADMIN)"
 
 
 def _userfaultfd() -> Optional[str]:
@@ -75,7 +72,7 @@ def _registry() -> Optional[str]:
 
 
 PROBES: Dict[str, Callable[[], Optional[str]]] = {
-    "root": _root, "frames": _frames, "userfaultfd": _userfaultfd, "thp": _thp,
+    "frames": _frames, "userfaultfd": _userfaultfd, "thp": _thp,
     "chromium": _chromium, "registry": _registry,
 }
 
