@@ -1,15 +1,23 @@
-"""What measuring costs: measure_fork against a bare fork, and the
-measuring's own time against its floor, two raw pagemap reads.
+"""What measuring costs, side by side with what it cannot do without.
 
-Parents hold 100 MiB (also 1 GiB with ``COWMEM_BENCH_COST_GIB=1``, and
-4 GiB with ``=4``) as a bytearray (4 KiB pages), a list of ints, and a
-huge-page numpy array.  The larger parents take most of a minute to build
-and time, so the default run across many environments leaves them out.
-The ``track_*`` ratios are medians over several runs in one process.
+The measuring's own time is ``measure_fork`` with a no-op access minus a
+bare fork + ``_exit`` + ``waitpid``; its floor is two raw reads of the
+same ranges: ``os.pread`` of each private writable mapping's pagemap
+entries, twice, nothing parsed.  The three are timed in turn, round after
+round, in one process holding the data, so that whatever else the machine
+does weighs on all three alike; each figure is the median of ROUNDS.
+
+Parents hold 100 MiB (also 1 GiB with ``COWMEM_BENCH_COST_GIB=1``) as a
+bytearray (4 KiB pages), a list of ints and a huge-page numpy array.  The
+figures are ratios and milliseconds, no copy metric: the gate never reads
+them.  ``python -m benchmarks.bench_cost`` prints the README's table (run
+it on one core: ``taskset -c 1``).
 """
 
+import gc
 import os
 import statistics
+import sys
 import time
 
 import numpy as np
@@ -17,13 +25,12 @@ import numpy as np
 from cowmem import _linux, measure_fork
 
 MIB = 1 << 20
-RUNS = 5
+ROUNDS = 9
 HELD = ["bytearray", "list_int", "hugepage_ndarray"]
 
 
 def _sizes():
-    largest = os.environ.get("COWMEM_BENCH_COST_GIB", "").strip()
-    return {"": [100], "1": [100, 1024], "4": [100, 1024, 4096]}.get(largest, [100])
+    return [100, 1024] if os.environ.get("COWMEM_BENCH_COST_GIB", "").strip() == "1" else [100]
 
 
 def _build(held, mib):
@@ -41,34 +48,49 @@ def _bare_fork():
     os.waitpid(pid, 0)
 
 
-def _two_reads():
-    ranges = _linux.private_writable_ranges(_linux.read_maps())
-    _linux.read_entries(ranges)
-    _linux.read_entries(ranges)
+def _raw_floor():
+    """Two raw reads of the private writable mappings' pagemap entries, ranges found beforehand."""
+    ranges = [((start >> 12) * 8, ((stop - start) >> 12) * 8)
+              for start, stop in _linux.private_writable_ranges(_linux.read_maps())]
+
+    def read_twice():
+        fd = os.open("/proc/self/pagemap", os.O_RDONLY)
+        for _ in range(2):
+            for offset, size in ranges:
+                os.pread(fd, size, offset)
+        os.close(fd)
+    return read_twice
 
 
-def _median_seconds(fn):
-    times = []
-    for _ in range(RUNS):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def _nothing():
+    pass
 
 
-def _measure_costs():
-    """(held, mib) -> median seconds of a bare fork, measure_fork, a lean one, two pagemap reads."""
+def _measure_fork():
+    measure_fork(_nothing)
+
+
+def measure_costs(sizes=None, rounds=ROUNDS):
+    """(held, mib) -> median seconds of (bare fork, measure_fork, raw floor), taken in turn."""
     costs = {}
     for held in HELD:
-        for mib in _sizes():
-            data = _build(held, mib)  # the parent holds it while the forks are timed
-            costs[(held, mib)] = (
-                _median_seconds(_bare_fork),
-                _median_seconds(lambda: measure_fork(lambda: None)),
-                _median_seconds(lambda: measure_fork(lambda: None, cross_checks=False)),
-                _median_seconds(_two_reads),
-            )
-            del data  # before the next build
+        for mib in sizes or _sizes():
+            data = _build(held, mib)  # the parent holds it while the three are timed
+            _measure_fork()           # the first one probes the kernel, once per process
+            floor = _raw_floor()
+            times = {fn: [] for fn in (_bare_fork, _measure_fork, floor)}
+            gc.disable()
+            try:
+                for _ in range(rounds):
+                    for fn in times:
+                        start = time.perf_counter()
+                        fn()
+                        times[fn].append(time.perf_counter() - start)
+                    gc.collect()
+            finally:
+                gc.enable()
+            costs[(held, mib)] = tuple(statistics.median(t) for t in times.values())
+            del data, floor
     return costs
 
 
@@ -77,24 +99,44 @@ class MeasuringCost:
     param_names = ["held", "mib"]
     unit = "ratio"
 
-    # Every parent built and timed once per environment, for all four ratios.
+    # Every parent built and timed once per environment, for every figure.
     def setup_cache(self):
-        return _measure_costs()
+        return measure_costs()
 
     setup_cache.timeout = 1800
 
     def setup(self, costs, held, mib):
-        self.fork, self.measured, self.lean, self.floor = costs[(held, mib)]
+        self.bare, self.measured, self.floor = costs[(held, mib)]
+
+    def track_measuring_vs_raw_floor(self, costs, held, mib):
+        return (self.measured - self.bare) / self.floor
 
     def track_measure_fork_vs_bare_fork(self, costs, held, mib):
-        return self.measured / self.fork
+        return self.measured / self.bare
 
-    def track_measuring_vs_two_pagemap_reads(self, costs, held, mib):
-        return (self.measured - self.fork) / self.floor
+    def track_measuring_ms(self, costs, held, mib):
+        return (self.measured - self.bare) * 1000
+    track_measuring_ms.unit = "ms"
 
-    def track_measuring_without_cross_checks_vs_two_pagemap_reads(self, costs, held, mib):
-        return (self.lean - self.fork) / self.floor
+    def track_raw_floor_ms(self, costs, held, mib):
+        return self.floor * 1000
+    track_raw_floor_ms.unit = "ms"
 
-    def track_measuring_ms_per_gib(self, costs, held, mib):
-        return (self.measured - self.fork) * 1000 / (mib / 1024)
-    track_measuring_ms_per_gib.unit = "ms/GiB"
+
+def main():
+    names = {"bytearray": "bytearray (4 KiB pages)", "list_int": "list of ints",
+             "hugepage_ndarray": "huge-page numpy array"}
+    rounds = int(os.environ.get("COWMEM_BENCH_COST_ROUNDS", ROUNDS))
+    print(f"median of {rounds} rounds, each: bare fork, measure_fork, raw floor, in turn")
+    print("| parent holds | bare fork | `measure_fork` | its own time | raw floor: two pagemap reads "
+          "| own time / floor |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for (held, mib), (bare, measured, floor) in measure_costs([100, 1024], rounds).items():
+        size = f"{mib} MiB" if mib < 1024 else f"{mib // 1024} GiB"
+        print(f"| {size} {names[held]} | {bare * 1e3:.1f} ms | {measured * 1e3:.1f} ms "
+              f"| {(measured - bare) * 1e3:.1f} ms | {floor * 1e3:.1f} ms | {(measured - bare) / floor:.2f}x |",
+              flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

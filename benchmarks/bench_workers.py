@@ -11,7 +11,7 @@ it is the same measurement as the method it stands for, not another.
 of the data, and each costs a fresh interpreter to start.
 """
 
-from cowmem import UnknownNameError, seed, workloads
+from cowmem import UnknownNameError, experiment, workloads
 from cowmem.workers import resolve_start_method, run_workers
 
 from cowmem.asv import Failed, NotApplicable, samples, unpack
@@ -20,8 +20,8 @@ from .common import MIB, bench_size
 
 WORKERS = 4
 START_METHODS = ["fork", "forkserver", "default"]
-# "data:access", one per case of the question (cowmem seed runs the same four).
-CASES = {f"{case.data}:{case.access}": case for case in seed.CASES}
+# "data:access", one per case of the question (cowmem workers runs the same four).
+CASES = {f"{case.data}:{case.access}": case for case in experiment.CASES}
 
 
 def measure_workers(size):

@@ -15,10 +15,10 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any, Dict, List
 
-from .errors import (AccessError, ChildExitedError, ChildKilledError, ChildTimeoutError,
-                     CowmemError, ExplainError, ExplainUnavailableError, InsufficientMemoryError,
-                     LocateError, MissingLibraryError, NotApplicableError, UnknownNameError,
-                     UnsupportedPlatformError, UnverifiedLayoutError)
+from .errors import (AccessError, ChildExitedError, ChildKilledError, ChildLostError, ChildTimeoutError,
+                     CowmemError, DescriptorsClosedError, ExplainError, ExplainUnavailableError,
+                     InsufficientMemoryError, InvalidArgumentError, LocateError, MissingLibraryError,
+                     NotApplicableError, UnknownNameError, UnsupportedPlatformError, UnverifiedLayoutError)
 
 __version__ = "0.2.0"
 
@@ -45,6 +45,7 @@ __all__ = [
     "ChildExitedError", "ChildTimeoutError", "UnknownNameError", "NotApplicableError",
     "InsufficientMemoryError", "MissingLibraryError", "ForkSafetyWarning", "ExplainError",
     "ExplainUnavailableError", "UnverifiedLayoutError", "LocateError",
+    "InvalidArgumentError", "DescriptorsClosedError", "ChildLostError",
     "Explanation", "CAUSES",
 ]
 

@@ -24,8 +24,8 @@ from .errors import CowmemError, InsufficientMemoryError, NotApplicableError, Un
 COMMANDS = {
     "list": ("cowmem.commands.list", "the data kinds and accesses, and which pairs apply"),
     "measure": ("cowmem.commands.measure", "measure what one access copies in a forked child"),
-    "seed": ("cowmem.commands.seed",
-             "the question's experiment: workers, sum() and iteration, numpy vs lists"),
+    "workers": ("cowmem.commands.workers",
+                "multiprocessing workers read a numpy array and lists: what each copies"),
     "report": ("cowmem.commands.report",
                "asv results side by side per environment, and the upgrade gate"),
     "publish": ("cowmem.commands.publish",

@@ -103,6 +103,32 @@ class ChildTimeoutError(CowmemError):
         return type(self), (self.timeout,)
 
 
+class DescriptorsClosedError(CowmemError):
+    """The access closed (or replaced) a file descriptor cowmem's child uses.
+
+    The child reads its pagemap and counters through descriptors it opened,
+    and reports through a pipe: an access that closes descriptors it did
+    not open (``os.closerange``, a daemonizing library) leaves nothing
+    cowmem could trust or deliver, so nothing is reported.
+    """
+
+
+class ChildLostError(CowmemError):
+    """Something else reaped the child before cowmem read how it ended.
+
+    SIGCHLD set to SIG_IGN makes the kernel reap every child; a SIGCHLD
+    handler that waits for any child does the same.  A child that had
+    reported in full is still measured; this is raised when it had not.
+    """
+
+
+class InvalidArgumentError(CowmemError, TypeError, ValueError):
+    """An argument of the wrong type or out of range, refused before anything is forked.
+
+    Also a TypeError and a ValueError, as Python's own checks would raise.
+    """
+
+
 class UnknownNameError(CowmemError, ValueError):
     """An unknown data kind or access name; the message lists the valid ones."""
 

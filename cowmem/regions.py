@@ -7,6 +7,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple, Union
 import numpy as np
 
 from . import _linux
+from .errors import InvalidArgumentError
 from .locate import locate
 
 RegionSpec = Union[Any, Tuple[int, int]]
@@ -38,17 +39,22 @@ class Regions:
     def __init__(self, regions: Optional[Mapping[str, RegionSpec]] = None, *,
                  depth: Optional[int] = None) -> None:
         if regions is not None and not isinstance(regions, Mapping):
-            raise TypeError(f"regions must map names to objects or (start, stop) ranges, "
-                            f"not {type(regions).__name__}")
+            raise InvalidArgumentError(f"regions must map names to objects or (start, stop) ranges, "
+                                       f"not {type(regions).__name__}")
         regions = dict(regions or {})
         for spec in regions.values():
             if is_range(spec) and not 0 <= spec[0] <= spec[1]:
-                raise ValueError(f"an address range must be (start, stop) with 0 <= start <= stop, not {spec}")
+                raise InvalidArgumentError(
+                    f"an address range must be (start, stop) with 0 <= start <= stop, not {spec}")
         self.depth = depth
         self.objects: Dict[str, Any] = {name: spec for name, spec in regions.items() if not is_range(spec)}
         located = locate(self.objects, depth=depth)
+        # A range counts the private writable memory mapped inside it: only
+        # that is ever measured, and (0, 2**47) would be 2**35 page numbers.
+        mapped = _linux.private_writable_now() if any(map(is_range, regions.values())) else []
         self.pages: Dict[str, np.ndarray] = {
-            name: _linux.page_span([spec]) if is_range(spec) else located.pages[name]
+            name: _linux.page_span(_linux.intersect_ranges([spec], mapped)) if is_range(spec)
+            else located.pages[name]
             for name, spec in regions.items()}
         self.unlocated: Dict[str, Dict[str, int]] = {
             name: {} if is_range(spec) else located.unlocated[name] for name, spec in regions.items()}

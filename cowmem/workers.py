@@ -25,14 +25,20 @@ from __future__ import annotations
 import dataclasses
 import multiprocessing
 import multiprocessing.connection
+import os
+import signal
+import sys
 import time
 import traceback
 from dataclasses import asdict, dataclass
+from functools import partial
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from . import _linux
-from .meter import ForkMeter, Regions
-from .errors import AccessError, ChildExitedError, ChildKilledError, ChildTimeoutError, UnknownNameError
+from . import _linux, children
+from .errors import (AccessError, ChildExitedError, ChildKilledError, ChildTimeoutError, InvalidArgumentError,
+                     UnknownNameError)
+from .fork import LONGEST_WAIT, check_timeout
+from .meter import ForkMeter, located
 
 START_METHODS = ("fork", "forkserver", "spawn", "default")
 
@@ -137,50 +143,60 @@ def run_workers(access: Callable[[Any], Any], data: Any, *, workers: int = 4,
     name only the regions you need.  For ``spawn``/``forkserver``,
     ``access`` and ``data`` reach the worker by pickling, as any
     multiprocessing argument does, so both must be picklable.  ``timeout``
-    (seconds) bounds the whole run; a worker that overruns it is killed and
-    reported failed.  No worker is left running on return.
+    (seconds, ``float("inf")`` for none) bounds the whole run; a worker that
+    overruns it is killed and reported failed.  Every worker leads its own
+    process group; on return, Ctrl-C included, no worker is left, nor
+    anything a worker started.
     """
-    if workers < 1:
-        raise ValueError(f"workers must be at least 1, not {workers}")
-    if not timeout > 0:
-        raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise InvalidArgumentError(f"workers must be a whole number, at least 1, not {workers!r}")
+    timeout = check_timeout(timeout)
     method = resolve_start_method(start_method)
     ctx = multiprocessing.get_context(method)
     if method == "fork":
-        _linux.check_pagemap()
-        located = Regions(regions)
+        _linux.pagemap_facts()
+        regions = located(regions)
+    else:
+        _start_helpers(method)
     jobs: List[Tuple[int, Any, bool]] = [(i, data, True) for i in range(workers)]
     if method != "fork":
         jobs.append((-1, None, False))  # the baseline: same code, same imports, no data, no access
     free_before = question_free_memory()
-    procs: List[multiprocessing.process.BaseProcess] = []
+    started: List[_Started] = []
     readers: List[multiprocessing.connection.Connection] = []
     meters: List[ForkMeter] = []
-    try:
-        for index, payload, with_data in jobs:
-            measure = None
-            if method == "fork":
-                # Each worker its own buffers, made just before it starts,
-                # to cover the parent's mappings as the worker inherits them.
-                # No cross-checks: USS deltas nobody reads here.
-                measure = ForkMeter(located, cross_checks=False)
-                meters.append(measure)
-            reader, writer = ctx.Pipe(duplex=False)
-            readers.append(reader)
-            proc = ctx.Process(target=_worker, name=f"cowmem-worker-{index}",
-                               args=(writer, access, payload, with_data, measure), daemon=True)
-            try:
-                proc.start()
-            finally:
-                writer.close()  # only the worker writes: its exit then shows here as EOF
-            procs.append(proc)
-        results = _collect(procs, readers, [index for index, _, _ in jobs], timeout)
-    finally:
-        _stop(procs)
-        for reader in readers:
-            reader.close()
-        for meter in meters:
-            meter.close()
+    # While workers run, a signal's handler runs only between two starts or
+    # while waiting for them (children.py): never half-way through one.
+    with children.held_back() as handlers:
+        try:
+            for index, payload, with_data in jobs:
+                reader, writer = ctx.Pipe(duplex=False)
+                readers.append(reader)
+                measure = None
+                if method == "fork":
+                    # Each worker its own buffers, made last before it starts,
+                    # to cover the parent's mappings as the worker inherits
+                    # them.  No cross-checks: USS deltas nobody reads here.
+                    measure = ForkMeter(regions, cross_checks=False)
+                    meters.append(measure)
+                try:
+                    # A forked worker inherits the held-back handlers and puts
+                    # the program's back; spawn and forkserver start afresh.
+                    proc = ctx.Process(target=_worker, name=f"cowmem-worker-{index}", daemon=True,
+                                       args=(writer, access, payload, with_data, measure,
+                                             handlers if method == "fork" else {}))
+                    proc.start()
+                    started.append(_Started(proc))
+                finally:
+                    writer.close()  # only the worker writes: its exit then shows here as EOF
+                children.waiting(len, ())  # a Ctrl-C meanwhile surfaces here, between two starts
+            results = _collect([s.proc for s in started], readers, [index for index, _, _ in jobs], timeout)
+        finally:
+            _stop(started)
+            for reader in readers:
+                reader.close()
+            for meter in meters:
+                meter.close()
     measured = results[:workers]
     baseline = results[workers] if method != "fork" else None
     if baseline is not None:
@@ -188,9 +204,60 @@ def run_workers(access: Callable[[Any], Any], data: Any, *, workers: int = 4,
     return WorkersReport(start_method, method, tuple(measured), baseline, free_before)
 
 
+def _start_helpers(method: str) -> None:
+    """Start multiprocessing's long-lived helpers now, outside any held-back signals.
+
+    spawn and forkserver start a resource tracker (and forkserver its
+    server) on first use; started inside ``children.held_back()`` they
+    would keep its handlers for good.
+    """
+    from multiprocessing import resource_tracker
+
+    resource_tracker.ensure_running()
+    if method == "forkserver":
+        from multiprocessing import forkserver
+
+        forkserver.ensure_running()
+
+
+class _Started:
+    """A started worker: its process, and a pidfd that tells, safely, whether it still runs."""
+
+    def __init__(self, proc: multiprocessing.process.BaseProcess) -> None:
+        self.proc = proc
+        # Opened right after start, while the worker is alive or unreaped.
+        self.pidfd = children.open_pidfd(proc.pid)
+        children.lead_own_group(proc.pid)
+
+    def kill(self) -> None:
+        """SIGKILL the worker and its process group, unless it has ended already.
+
+        An ended worker may have been reaped (multiprocessing polls its
+        children whenever it starts one), and its pid and group id may
+        belong to someone else by now.  A worker that ends by itself kills
+        its own group (``_worker``).
+        """
+        if self.pidfd is None:
+            if self.proc.is_alive():
+                children.kill_group(self.proc.pid)
+        elif not children.has_exited(self.pidfd):
+            children.kill_group(self.proc.pid)
+
+    def close(self) -> None:
+        self.proc.join()
+        self.proc.close()
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+
+
 def _worker(conn: multiprocessing.connection.Connection, access: Callable[[Any], Any], data: Any,
-            with_data: bool, measure: Optional[ForkMeter]) -> None:
-    """The body of every worker; sends ("ok", fields) or ("error", line, traceback)."""
+            with_data: bool, measure: Optional[ForkMeter], handlers: children.Handlers) -> None:
+    """The body of every worker; sends ("ok", fields) or ("error", line, traceback).
+
+    It leads its own process group, and its last act kills that group:
+    whatever the access left running goes with it.
+    """
+    children.become_child(handlers)
     import psutil
 
     try:
@@ -211,6 +278,11 @@ def _worker(conn: multiprocessing.connection.Connection, access: Callable[[Any],
         conn.send(("error", f"{type(exc).__qualname__}: {exc}", traceback.format_exc()))
     finally:
         conn.close()
+        for stream in (sys.stdout, sys.stderr):
+            if stream is not None:
+                stream.flush()
+        if children.leads_own_group():
+            os.killpg(0, signal.SIGKILL)
 
 
 def _copies(meter: ForkMeter, access: Callable[[], Any]) -> Dict[str, Any]:
@@ -233,12 +305,14 @@ def _collect(procs: Sequence[multiprocessing.process.BaseProcess],
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             break
-        for reader in multiprocessing.connection.wait(list(pending), remaining):
+        ready = children.waiting(partial(multiprocessing.connection.wait, list(pending)),
+                                 min(remaining, LONGEST_WAIT))
+        for reader in ready:
             pos = pending.pop(reader)
             try:
                 message = reader.recv()
             except EOFError:  # it died before reporting: the exit status says how
-                procs[pos].join(max(0.0, deadline - time.monotonic()))
+                children.waiting(procs[pos].join, max(0.0, deadline - time.monotonic()))
                 message = ("error", _exit_reason(procs[pos].exitcode), None)
             results[pos] = _result(indices[pos], message)
     for pos in pending.values():
@@ -266,14 +340,9 @@ def _with_private(worker: WorkerResult, baseline: WorkerResult) -> WorkerResult:
     return dataclasses.replace(worker, private_bytes=worker.uss_bytes - baseline.uss_bytes)
 
 
-def _stop(procs: Sequence[multiprocessing.process.BaseProcess]) -> None:
-    """Leave no worker running: terminate, then kill what ignores it; reap all."""
-    for proc in procs:
-        if proc.is_alive():
-            proc.terminate()
-    for proc in procs:
-        proc.join(5.0)
-        if proc.is_alive():
-            proc.kill()
-            proc.join()
-        proc.close()
+def _stop(started: Sequence[_Started]) -> None:
+    """Leave no worker running, nor anything a worker started: kill every group, reap every worker."""
+    for worker in started:
+        worker.kill()
+    for worker in started:
+        worker.close()

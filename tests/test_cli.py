@@ -12,8 +12,10 @@ import types
 
 import pytest
 
-from cowmem import PAGE_SIZE, ForkReport, InsufficientMemoryError, cli, seed, workloads
+from cowmem import PAGE_SIZE, ForkReport, InsufficientMemoryError, cli, experiment, workloads
 from cowmem.commands import arguments
+
+from capabilities import needs
 
 MIB = 1 << 20
 
@@ -37,7 +39,7 @@ def assert_bad_input(result: subprocess.CompletedProcess, *fragments: str) -> No
 
 # --- help and usage -----------------------------------------------------
 
-@pytest.mark.parametrize("command", [[], ["list"], ["measure"], ["seed"]])
+@pytest.mark.parametrize("command", [[], ["list"], ["measure"], ["workers"]])
 def test_help_exits_0_and_describes_the_command(command):
     result = run(*command, "--help")
     assert result.returncode == 0 and result.stderr == ""
@@ -49,7 +51,7 @@ def test_top_level_help_lists_every_subcommand(capsys):
         cli.main(["--help"])
     assert exit_.value.code == 0
     out = capsys.readouterr().out
-    for name in ("list", "measure", "seed", "report", "publish"):
+    for name in ("list", "measure", "workers", "report", "publish"):
         assert f"\n    {name} " in out
 
 
@@ -63,13 +65,13 @@ def test_top_level_help_lists_every_subcommand(capsys):
     (["measure", "list_int", "sum", "--size", "abc"], ["--size", "not a whole number: 'abc'"]),
     (["measure", "list_int", "sum", "--size", "1.5"], ["--size", "not a whole number: '1.5'"]),
     (["measure", "list_int", "sum", "--size", "inf"], ["--size", "not a whole number"]),
-    (["seed", "--scale", "0"], ["--scale", "positive number, not 0"]),
-    (["seed", "--scale", "-1"], ["--scale", "positive"]),
-    (["seed", "--scale", "nan"], ["--scale", "positive"]),
-    (["seed", "--scale", "x"], ["--scale", "not a number: 'x'"]),
-    (["seed", "--workers", "0"], ["--workers", "between 1 and 64, not 0"]),
-    (["seed", "--workers", "1000"], ["--workers", "between 1 and 64"]),
-    (["seed", "--workers", "two"], ["--workers", "not a whole number"]),
+    (["workers", "--scale", "0"], ["--scale", "positive number, not 0"]),
+    (["workers", "--scale", "-1"], ["--scale", "positive"]),
+    (["workers", "--scale", "nan"], ["--scale", "positive"]),
+    (["workers", "--scale", "x"], ["--scale", "not a number: 'x'"]),
+    (["workers", "--workers", "0"], ["--workers", "between 1 and 64, not 0"]),
+    (["workers", "--workers", "1000"], ["--workers", "between 1 and 64"]),
+    (["workers", "--workers", "two"], ["--workers", "not a whole number"]),
     (["list", "extra"], ["unrecognized arguments: extra"]),
 ])
 def test_bad_usage_exits_2_with_one_line(argv, fragments, capsys):
@@ -95,8 +97,8 @@ def test_sizes_are_read_exactly(text, value):
     (["measure", "list_str", "sum"], ["does not apply to data kind 'list_str'"]),
     (["measure", "list_int", "sum", "--size", "-5"], ["at least 1"]),
     (["measure", "list_int", "sum", "--size", "1e40"], ["refusing to build 'list_int'", "available"]),
-    (["seed", "--scale", "1000"], ["--scale 1000", "is available", "fits"]),
-    (["seed", "--start-method", "bogus"], ["start method 'bogus' is unknown", "choose from"]),
+    (["workers", "--scale", "1000"], ["--scale 1000", "is available", "fits"]),
+    (["workers", "--start-method", "bogus"], ["start method 'bogus' is unknown", "choose from"]),
     (["measure"], ["required"]),
     (["nonsense"], ["invalid choice"]),
 ])
@@ -108,9 +110,9 @@ def test_an_unavailable_start_method_exits_2(monkeypatch, capsys):
     import multiprocessing
 
     monkeypatch.setattr(multiprocessing, "get_all_start_methods", lambda: ["fork", "spawn"])
-    assert cli.main(["seed", "--start-method", "forkserver", "--scale", "0.001"]) == 2
+    assert cli.main(["workers", "--start-method", "forkserver", "--scale", "0.001"]) == 2
     err = capsys.readouterr().err
-    assert err == ("cowmem seed: error: start method 'forkserver' is not available on this platform; "
+    assert err == ("cowmem workers: error: start method 'forkserver' is not available on this platform; "
                    "choose from: fork, spawn, default\n")
 
 
@@ -200,6 +202,7 @@ def test_measure_passes_gc_freeze_and_explain(measured):
     assert measured[-1] == dict(data="list_of_lists", access="gc_collect", n=10, gc_freeze=True, explain=True)
 
 
+@needs("userfaultfd")
 def test_measure_explain_for_real():
     result = run("measure", "list_int", "iterate", "--size", "20000", "--explain")
     assert result.returncode == 0, result.stderr
@@ -247,39 +250,39 @@ def test_measure_table_for_real():
     assert 1 <= pages("in data") + pages("unobserved") <= 2
 
 
-# --- seed -----------------------------------------------------------------
+# --- workers --------------------------------------------------------------
 
-def test_seed_sizes_follow_the_question_and_the_scale():
-    at_one = {(case.data, case.access): n for case, n in seed.sizes(1.0)}
+def test_workers_experiment_sizes_follow_the_scale():
+    at_one = {(case.data, case.access): n for case, n in experiment.sizes(1.0)}
     assert at_one == {("ndarray", "sum"): 15000 * 15000, ("list_int", "sum"): 10**8,
                       ("list_int", "iterate"): 10**8, ("list_same_int", "iterate"): 10**8}
-    at_tenth = {(case.data, case.access): n for case, n in seed.sizes(0.1)}
+    at_tenth = {(case.data, case.access): n for case, n in experiment.sizes(0.1)}
     assert at_tenth[("ndarray", "sum")] == 4743 ** 2  # round(15000 * sqrt(0.1)) squared: still square
     assert at_tenth[("list_int", "sum")] == 10**7
 
 
-def test_seed_refuses_what_does_not_fit_and_names_a_scale_that_does():
-    need, case, n = seed.needed_bytes(1.0, 4)
+def test_workers_experiment_refuses_what_does_not_fit_and_names_a_scale_that_does():
+    need, case, n = experiment.needed_bytes(1.0, 4)
     assert (case.data, n) == ("list_int", 10**8)
     assert need == workloads.estimate_bytes("list_int", 10**8) * 5
     available = need // 3
     with pytest.raises(InsufficientMemoryError) as error:
-        seed.check_memory(1.0, 4, available=available)
+        experiment.check_memory(1.0, 4, available=available)
     message = str(error.value)
     fit = float(message.rsplit("--scale ", 1)[1].split()[0])
     assert f"{available / 2**30:.1f} GiB is available" in message
     assert 0.3 <= fit < 1 / 3
-    seed.check_memory(fit, 4, available=available)  # the suggestion fits
-    seed.check_memory(1.0, 4, available=need)
+    experiment.check_memory(fit, 4, available=available)  # the suggestion fits
+    experiment.check_memory(1.0, 4, available=need)
 
 
 @pytest.mark.parametrize("value, down", [(0.5873, 0.58), (0.58, 0.58), (0.0123, 0.012), (3.3, 3.3), (12.7, 12)])
 def test_round_down_keeps_two_significant_digits(value, down):
-    assert seed._round_down(value) == down
+    assert experiment._round_down(value) == down
 
 
-def test_seed_reproduces_the_question_pattern():
-    rows = seed.run(scale=0.01, workers=2)
+def test_workers_experiment_shows_lists_copied_and_arrays_shared():
+    rows = experiment.run(scale=0.01, workers=2)
     by_case = {(row.case.data, row.case.access): row for row in rows}
     assert list(by_case) == [("ndarray", "sum"), ("list_int", "sum"), ("list_int", "iterate"),
                              ("list_same_int", "iterate")]
@@ -292,8 +295,8 @@ def test_seed_reproduces_the_question_pattern():
     assert all(32 <= per_int < 33 for per_int in ints), ints
     for key in [("ndarray", "sum"), ("list_same_int", "iterate")]:
         for w in by_case[key].report.workers:
-            assert w.cost_bytes < seed.INTERPRETER_ALLOWANCE  # the data itself stays shared
-    text = seed.format_rows(rows, 0.01)
+            assert w.cost_bytes < experiment.INTERPRETER_ALLOWANCE  # the data itself stays shared
+    text = experiment.format_rows(rows, 0.01)
     lines = text.splitlines()
     assert "2 workers, start method fork, scale 0.01" in lines[0]
     assert lines[3].startswith("case ")
@@ -304,19 +307,19 @@ def test_seed_reproduces_the_question_pattern():
         [(True, False), (False, True), (False, True), (True, False)]
 
 
-def test_seed_command_in_a_real_process_with_progress():
-    result = run("seed", "--scale", "0.005", "--workers", "2")
+def test_workers_experiment_command_in_a_real_process_with_progress():
+    result = run("workers", "--scale", "0.005", "--workers", "2")
     assert result.returncode == 0, result.stderr
     assert len(result.stdout.splitlines()) == 4 + 4  # two lines of heading, a blank, column names
     progress = result.stderr.splitlines()
-    assert progress[0].startswith("cowmem seed [") and "building np.ones((1061, 1061))" in progress[0]
+    assert progress[0].startswith("cowmem workers [") and "building np.ones((1061, 1061))" in progress[0]
     assert sum("building" in line for line in progress) == 3  # the two list(range) cases share one build
     assert sum("2 workers (fork) run" in line for line in progress) == 4
 
 
-def test_seed_with_spawn_survives_the_main_module_being_imported_again():
+def test_workers_experiment_with_spawn_survives_the_main_module_being_imported_again():
     # spawn imports the parent's __main__ (cowmem/__main__.py) in every worker.
-    result = run("seed", "--scale", "0.001", "--workers", "1", "--start-method", "spawn")
+    result = run("workers", "--scale", "0.001", "--workers", "1", "--start-method", "spawn")
     assert result.returncode == 0, result.stderr
     assert "start method spawn" in result.stdout and "duplicated per worker" in result.stdout
     assert "pickled to each worker" in result.stdout

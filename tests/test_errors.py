@@ -14,6 +14,8 @@ from cowmem import _linux
 from cowmem.errors import (AccessError, ChildExitedError, ChildKilledError, ChildTimeoutError,
                            CowmemError, UnsupportedPlatformError)
 
+from capabilities import needs
+
 
 def assert_no_children():
     """No child of this process is left, running or zombie."""
@@ -175,6 +177,7 @@ def test_a_failed_fork_leaks_no_descriptor(monkeypatch):
     assert len(os.listdir("/proc/self/fd")) == before
 
 
+@needs("userfaultfd")
 def test_a_handler_that_fails_to_start_still_reaps_the_child(monkeypatch):
     from cowmem import explain
 

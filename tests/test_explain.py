@@ -28,6 +28,8 @@ from cowmem.explain.causes import classify
 from cowmem.index import ObjectIndex
 from cowmem.locate import index_objects
 from cowmem._linux import PAGE_SHIFT, page_span, read_maps
+
+from capabilities import needs
 from test_ground_truth import anon_huge_bytes
 
 SMALL_INTS_IMMORTAL = sys.version_info >= (3, 12)
@@ -81,6 +83,7 @@ def _ndarray(npages):
 
 @pytest.mark.parametrize("k", [1, 10, 1000])
 @pytest.mark.parametrize("make", [_bytearray, _ndarray], ids=["bytearray", "ndarray"])
+@needs("userfaultfd")
 def test_k_pages_written_are_k_payload_writes_at_their_addresses(make, k):
     obj, view = make(2 * k + 2)
     base = view.ctypes.data
@@ -117,6 +120,7 @@ def test_k_pages_written_are_k_payload_writes_at_their_addresses(make, k):
 
 # --- the question's cases ---------------------------------------------------
 
+@needs("userfaultfd")
 def test_iterating_a_list_of_ints_writes_every_int_refcount():
     data = list(range(100_000))
 
@@ -148,6 +152,7 @@ def test_iterating_a_list_of_ints_writes_every_int_refcount():
     assert ex.headline().endswith("by reference-count writes to int objects")
 
 
+@needs("userfaultfd")
 def test_gc_collect_writes_the_gc_header_of_every_inner_list():
     # Lists of the same size class made just before and after fill the
     # allocator's partly used pools, so that the data's pages hold lists
@@ -177,6 +182,7 @@ def test_gc_collect_writes_the_gc_header_of_every_inner_list():
     assert "PyGC_Head" in ex.causes["gc_header"].example
 
 
+@needs("userfaultfd")
 def test_reading_a_numpy_array_copies_nothing_of_its_buffer():
     data = np.ones(200_000)
     report = measure_fork(data.sum, regions={"data": data}, explain=True)
@@ -189,6 +195,7 @@ def test_reading_a_numpy_array_copies_nothing_of_its_buffer():
 
 # --- the explanation's arithmetic ------------------------------------------
 
+@needs("userfaultfd")
 def test_restrict_counts_copied_pages_without_a_fault_as_unexplained():
     data = bytearray(b"\x01") * (8 * PAGE_SIZE)
     view = np.frombuffer(data, np.uint8)
@@ -210,6 +217,7 @@ def test_restrict_counts_copied_pages_without_a_fault_as_unexplained():
     assert abs(sum(c.share for c in sub.causes.values()) + 1 / 4 - 1) < 1e-12
 
 
+@needs("userfaultfd")
 def test_to_dict_is_json_and_format_names_every_cause():
     data = list(range(5000, 15000))
     report = measure_fork(lambda: sum(data), regions={"data": data}, explain=True)
@@ -287,12 +295,14 @@ def test_no_userfaultfd_syscall_is_a_clear_error(monkeypatch):
     assert measure_fork(lambda: None).explanation is None   # the plain measurement still works
 
 
+@needs("userfaultfd")
 def test_missing_write_protect_features_are_a_clear_error(monkeypatch):
     monkeypatch.setattr(uffd, "WANTED_FEATURES", uffd.WANTED_FEATURES | (1 << 62))
     with pytest.raises(ExplainUnavailableError, match="UFFDIO_API refused"):
         measure_fork(lambda: None, explain=True)
 
 
+@needs("userfaultfd")
 def test_a_failing_handler_wakes_the_child_and_reports(monkeypatch):
     serve = uffd.serve_write_faults
 
@@ -335,6 +345,7 @@ def test_an_empty_object_map_explains_everything_as_outside():
     assert found["cause"].tolist() == [CAUSES.index("outside_data")]
 
 
+@needs("userfaultfd")
 def test_a_file_mapping_is_refused_before_anything_is_protected(tmp_path, capfd):
     path = tmp_path / "data"
     path.write_bytes(b"\0" * PAGE_SIZE)
@@ -348,6 +359,7 @@ def test_a_file_mapping_is_refused_before_anything_is_protected(tmp_path, capfd)
     assert explanation.faults_served == 0
 
 
+@needs("userfaultfd")
 def test_without_restrict_every_fault_is_explained_set_up_included():
     buf = bytearray(b"\x01") * (4 * PAGE_SIZE)
     view = np.frombuffer(buf, np.uint8)

@@ -9,6 +9,8 @@ import pytest
 
 from cowmem import PAGE_SIZE, measure_fork, memory_ranges
 
+from capabilities import needs
+
 KS = [0, 1, 7, 1000, 65536]
 STRIDE = 3                       # the strided pattern: every third page
 PAGES = STRIDE * max(KS)         # room for the widest pattern
@@ -53,7 +55,8 @@ def anon_huge_bytes(start, stop):
     return total
 
 
-@pytest.fixture(scope="module", params=["bytearray", "private_mmap", "huge_page_ndarray"])
+@pytest.fixture(scope="module", params=["bytearray", "private_mmap",
+                                        pytest.param("huge_page_ndarray", marks=needs("thp"))])
 def buffer(request):
     obj, view = {"bytearray": _bytearray, "private_mmap": _private_mmap,
                  "huge_page_ndarray": _huge_page_ndarray}[request.param]()
@@ -105,7 +108,7 @@ def test_fresh_memory_is_not_copied():
     def allocate():
         kept.append(bytearray(b"\x01") * size)  # still alive at the second snapshot
 
-    report = measure_fork(allocate)
+    report = measure_fork(allocate, cross_checks=True)
     assert report.fresh_bytes >= size
     assert report.copied_bytes <= INTERPRETER_PAGES * PAGE_SIZE
     assert report.uss_delta_bytes >= 0
@@ -123,6 +126,7 @@ def test_shared_mapping_writes_copy_nothing():
     shared.close()
 
 
+@needs("frames")
 def test_parent_writes_after_fork_are_not_charged_to_the_child():
     """A page the parent writes after the fork turns exclusive in the child
     with its frame unchanged: the PFN guard must not count it."""

@@ -27,6 +27,7 @@ import pytest
 from asv_project import (ACCESS, DATA, DATA_BENCH, GC, Project, add_environment,
                          assert_one_line_error, build_project, data_mib, run_cowmem, snapshot)
 from browser import Browser, StaticServer
+from capabilities import require
 from cowmem.publish import PublishError, asvsite, vendor
 from cowmem.report import gate, selectors
 from cowmem.report.metrics import is_copy_metric
@@ -40,6 +41,7 @@ INTERNED = "list_interned_str"
 
 @pytest.fixture(scope="module")
 def npm_cache() -> Path:
+    require("registry")
     return vendor.default_vendor_cache()
 
 
@@ -92,6 +94,7 @@ def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    require("chromium")
     with Browser() as chromium:
         yield chromium
 

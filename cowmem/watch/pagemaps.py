@@ -103,21 +103,7 @@ class PageRanges:
 
     def minus(self, other: "PageRanges") -> List[Tuple[int, int]]:
         """The page ranges ``[start, stop)`` of these that ``other`` does not map."""
-        out = []
-        covered = list(zip(other.starts, other.stops))
-        j = 0
-        for start, stop in zip(self.starts, self.stops):
-            while j < len(covered) and covered[j][1] <= start:
-                j += 1
-            k, lo = j, start
-            while k < len(covered) and covered[k][0] < stop:
-                if covered[k][0] > lo:
-                    out.append((lo, covered[k][0]))
-                lo = max(lo, covered[k][1])
-                k += 1
-            if lo < stop:
-                out.append((lo, stop))
-        return out
+        return _linux.subtract_ranges(list(zip(self.starts, self.stops)), list(zip(other.starts, other.stops)))
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,11 @@
-"""The question's experiment, measured: four workers touch numpy and list data.
+"""The multiprocessing experiment behind ``cowmem workers``, measured.
 
-The question (see ``shared/seed/README.md``) forked four ``multiprocessing``
-workers from a parent holding one ``data`` object and read the system's free
-memory in each worker after it touched the data.  Here every worker also
-counts, page-exactly, what its access made the kernel copy, and both
-numbers are printed side by side, with the reason in one line.
+The experiment people run to see what ``multiprocessing`` costs: fork four
+workers from a parent holding one big ``data`` object (a numpy array, a
+list of ints), have each touch it, and read the system's free memory in
+each worker afterwards.  Here every worker also counts, page-exactly, what
+its access made the kernel copy, and both numbers are printed side by
+side, with the reason in one line.
 """
 
 from __future__ import annotations
@@ -30,13 +31,13 @@ MiB = 2**20
 
 @dataclass(frozen=True)
 class Case:
-    """One run of the question: the data, what each worker does with it, and why it costs what it does."""
+    """One run of the experiment: the data, what each worker does with it, and why it costs what it does."""
 
     data: str            # a workloads data kind
     access: str          # a workloads access
-    size: int            # elements at scale 1 (the question's)
-    built: str           # the question's code for the data, with {n} (elements) or {side} (of the square)
-    does: str            # the question's code for the access
+    size: int            # elements at scale 1
+    built: str           # the code for the data, with {n} (elements) or {side} (of the square)
+    does: str            # the code for the access
     why: str             # the explanation, one line
 
     def data_label(self, n: int) -> str:
@@ -44,10 +45,10 @@ class Case:
         return self.built.format(n=_count(n), side=_side(n))
 
 
-QUESTION_SIDE = 15000
+SIDE = 15000
 
 CASES: Tuple[Case, ...] = (
-    Case("ndarray", "sum", QUESTION_SIDE**2, "np.ones(({side}, {side}))", "data.sum()",
+    Case("ndarray", "sum", SIDE**2, "np.ones(({side}, {side}))", "data.sum()",
          "numpy keeps the floats in one raw buffer that sum() only reads: its pages stay shared"),
     Case("list_int", "sum", 10**8, "list(range({n}))", "sum(data)",
          "sum() takes each int in turn and writes its refcount, which sits in the int's own header: "
@@ -79,7 +80,7 @@ def sizes(scale: float) -> List[Tuple[Case, int]]:
     out = []
     for case in CASES:
         if case.data == "ndarray":
-            side = max(1, round(QUESTION_SIDE * scale ** 0.5))
+            side = max(1, round(SIDE * scale ** 0.5))
             out.append((case, side * side))
         else:
             out.append((case, max(1, round(case.size * scale))))
@@ -146,7 +147,7 @@ def _build(case: Case, n: int) -> object:
     data = workloads.build(case.data, n)
     if case.data == "ndarray":
         side = _side(n)
-        data = np.asarray(data).reshape(side, side)  # the question's square array: a view, no copy
+        data = np.asarray(data).reshape(side, side)  # a square array: a view, no copy
     return data
 
 
@@ -156,15 +157,15 @@ PICKLED_WHY = ("the data is pickled to each worker and rebuilt there: "
 
 
 def format_rows(rows: List[Row], scale: float) -> str:
-    """The table the ``seed`` command prints: one row per case, failures underneath."""
+    """The table ``cowmem workers`` prints: one row per case, failures underneath."""
     first = rows[0].report
     method = first.requested + (f" ({first.start_method})" if first.start_method != first.requested else "")
     fork = first.start_method == "fork"
     cost = ("copied = pages each worker's access made the kernel copy (cowmem, pagemap)" if fork else
             "duplicated = each worker's USS minus that of a worker started without the data")
-    head = (f"The question's experiment: {len(first.workers)} workers, start method {method}, scale {scale:g}; "
+    head = (f"The multiprocessing experiment: {len(first.workers)} workers, start method {method}, scale {scale:g}; "
             f"CPython {platform.python_version()}, numpy {np.__version__}\n"
-            f"{cost}; free-memory drop = the question's MemFree+Buffers+Cached, "
+            f"{cost}; free-memory drop = the system's MemFree+Buffers+Cached, "
             "before the workers minus in each worker after its access")
     table = [("case", "data (est.)", f"{cost.split()[0]} per worker", "per element", "free-memory drop",
               "verdict", "why")]
@@ -247,5 +248,5 @@ def stderr_progress() -> Callable[[str], None]:
     start = time.monotonic()
 
     def say(line: str) -> None:
-        print(f"cowmem seed [{time.monotonic() - start:6.1f} s] {line}", file=sys.stderr, flush=True)
+        print(f"cowmem workers [{time.monotonic() - start:6.1f} s] {line}", file=sys.stderr, flush=True)
     return say
