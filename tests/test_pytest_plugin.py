@@ -368,6 +368,37 @@ def test_a_hanging_body_is_stopped_with_what_it_started(project):
     no_process_left(tag)
 
 
+def test_what_a_body_started_is_stopped_however_the_body_ends(project):
+    # Each body starts a process that would sleep for ten minutes, then
+    # passes, fails, or goes over its limit (and is run a second time).
+    tag = f"cowmem-test-{uuid.uuid4().hex}"
+    project.makepyfile(test_started=f"""
+        import subprocess
+        import sys
+        import pytest
+
+        def start():
+            subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)", "{tag}"])
+
+        @pytest.mark.limit_copied("1 MiB")
+        def test_passes():
+            start()
+
+        @pytest.mark.limit_copied("1 MiB")
+        def test_fails():
+            start()
+            assert 0
+
+        @pytest.mark.limit_copied("64 KiB")
+        def test_over_its_limit(numbers):
+            start()
+            for _ in numbers:
+                pass
+    """)
+    project.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=1, failed=2)
+    no_process_left(tag)
+
+
 # --- pytest's machinery around a forked body ----------------------------------
 
 def test_warnings_output_properties_and_outcomes_come_back(project):

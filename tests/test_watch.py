@@ -109,6 +109,25 @@ def test_distinct_pages_older_siblings_make_them_sure(target):
         assert unsure == (mine if index == 0 else set())
 
 
+def test_an_older_sibling_decides_for_children_forked_as_the_parent_built_its_data(target):
+    """The parent makes its buffer and forks three children, each writing
+    its own 1,000 pages, all between two samples, as gunicorn loads its app
+    and forks its workers.  The readings around the forks cannot tell
+    whether the parent had the buffer's pages at each fork; an older
+    sibling still sharing the parent's page proves it did.  Only the oldest
+    child's pages stay unsure."""
+    k = 1000
+    t = target("--k", k, "--pages", PAGES, "--distinct", "--late")
+    watcher = Watcher(t.parent)
+    watcher.sample()  # the parent alone, its buffer not yet made
+    t.begin()
+    rows = {row.pid: row.figures for row in watcher.sample().children()}
+    for index, pid in enumerate(t.children):
+        mine = t.pages(FIRST + index * k, k)
+        assert in_buffer(t, rows[pid].copied_pages.tolist()) == mine
+        assert in_buffer(t, rows[pid].unsure_pages.tolist()) == (mine if index == 0 else set())
+
+
 def test_pages_the_parent_rewrote_are_not_the_childrens_copies(target):
     """Two children forked, then the parent rewrites 500 pages, then a
     third child: the first two still hold the originals (parent-written,

@@ -121,6 +121,25 @@ def test_a_fork_between_two_readings_is_decided_by_them():
     assert got == {"copied": {0, 2}, "unsure": {2}, "written": {1}, "shared": 6, "fresh": 1}
 
 
+def test_an_older_sibling_forked_in_the_same_interval_decides_what_the_readings_cannot():
+    """Two children forked in one interval, in which the parent also
+    replaced pages 0 and 1 (as gunicorn loads its app, then forks every
+    worker at once).  The younger child has its own frames there.
+
+    Page 0: the older sibling still shares the parent's new frame: the
+    parent had it at the older's fork, so at the younger's too: copied, sure.
+    Page 1: the older sibling copied it too: nothing tells: unsure.
+    """
+    before = np.array([10, 11, 12, 13, 14, 15, 16, 17, 18, 19], np.uint64)
+    parent = np.array([100, 101, 12, 13, 14, 15, 16, 17, 18, 19], np.uint64)
+    child = np.array([200, 201, 12, 13, 14, 15, 16, 17, 18, 19], np.uint64)
+    older = np.array([100, 301, 12, 13, 14, 15, 16, 17, 18, 19], np.uint64)
+    origin = ForkOrigin.infer(Snapshot(RANGES, parent.copy()), child, before=before,
+                              relatives=[older], older=[older])
+    got = classify(origin, parent, child)
+    assert got == {"copied": {0, 1}, "unsure": {1}, "written": set(), "shared": 8, "fresh": 0}
+
+
 def test_the_parents_figures():
     """The parent shares what any child shares, has copies of what it
     rewrote while a child kept the original, and fresh pages no child was

@@ -14,9 +14,12 @@ that no two children write the same page.  With ``--grandchild K2`` the
 first child forks a child of its own that writes K2 pages, K pages
 further along than the child's.  ``--exit-after S`` makes the last child
 exit S seconds after it has written; ``--parent-exits`` makes the parent exit once
-every child has written (its children run on, orphaned).
+every child has written (its children run on, orphaned).  With ``--late``
+the parent first waits for a line on stdin, and only then makes the buffer
+and forks: a watcher can see it alone before.
 
-Every event is one JSON line on stdout: ``forked`` (the parent's pid,
+Every event is one JSON line on stdout: with ``--late`` first ``started``
+(the parent's pid); ``forked`` (the parent's pid,
 the children's and the grandchild's, the buffer's first page number),
 then after ``go`` ``written``.  Without ``--wait`` the children write at
 once and ``forked`` comes after they have.
@@ -50,8 +53,12 @@ def main() -> None:
     parser.add_argument("--exit-after", type=float, default=None)
     parser.add_argument("--parent-exits", action="store_true")
     parser.add_argument("--wait", action="store_true")
+    parser.add_argument("--late", action="store_true")
     args = parser.parse_args()
 
+    if args.late:
+        say(event="started", parent=os.getpid())
+        sys.stdin.readline()
     buffer = mmap.mmap(-1, args.pages * PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     view = np.frombuffer(buffer, np.uint8)
     view[::PAGE] = 1

@@ -22,11 +22,27 @@ class Target:
     def __init__(self, *args: str) -> None:
         self.proc = subprocess.Popen([sys.executable, str(TARGETS), *args], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, text=True, start_new_session=True)
+        self.children: List[int] = []
+        if "--late" in args:
+            self.parent: int = self._event("started")["parent"]
+        else:
+            self._forked()
+
+    def begin(self) -> None:
+        """With ``--late``: let the parent make its buffer and fork."""
+        self._say("begin")
+        self._forked()
+
+    def _forked(self) -> None:
         forked = self._event("forked")
-        self.parent: int = forked["parent"]
-        self.children: List[int] = forked["children"]
+        self.parent = forked["parent"]
+        self.children = forked["children"]
         self.grandchild: int = forked["grandchild"]
         self.buffer_page: int = forked["buffer"]
+
+    def _say(self, line: str) -> None:
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
 
     def _event(self, name: str) -> Dict:
         line = self.proc.stdout.readline()
@@ -38,8 +54,7 @@ class Target:
 
     def go(self) -> None:
         """Let the children write, and wait until they have."""
-        self.proc.stdin.write("go\n")
-        self.proc.stdin.flush()
+        self._say("go")
         self._event("written")
 
     def pages(self, first: int, count: int, stride: int = 1) -> set:

@@ -11,9 +11,10 @@ reads both once the child is reaped and replays the notes into its own
 pytest machinery, so that the report reads as if the body had run there.
 
 Only the call of the test function is measured: the child's set-up (a
-process group of its own, so that a body that crashes or hangs is stopped
-with every process it started; faulthandler) runs before the baseline
-snapshot, and the notes are made after the last one.
+process group of its own, so that every process the body started is
+stopped once the child is gone, whether the body passed, failed, crashed
+or hung; faulthandler) runs before the baseline snapshot, and the notes
+are made after the last one.
 """
 
 from __future__ import annotations
@@ -80,13 +81,12 @@ class ForkedBody:
             except AccessError as error:
                 failure = run.failure(error)
             except (ChildKilledError, ChildExitedError, ChildTimeoutError) as error:
-                run.stop_group()
                 failure = run.crash(error)
-            except BaseException:
-                run.stop_group()
-                raise
             else:
                 failure = run.failure(None)
+            finally:
+                # However the body ended, what it started ends with it.
+                run.stop_group()
         if failure is None:
             return report
         if quiet:

@@ -28,10 +28,11 @@ first seen, from facts that are certain:
    reading before the fork and in the one after: the parent had it at the
    fork, for a replaced frame never comes back; and a child frame equal to
    the parent's earlier one is the origin (the parent replaced it since);
-4. (a child already running when watching began) the parent's frame is
-   also that of a relative forked before the child (an older sibling, or
-   an ancestor): the parent has had it since then, so at this child's fork
-   too.
+4. the parent's frame is also that of a relative forked before the child
+   (an older sibling, or an ancestor): the parent has had it since then,
+   so at this child's fork too.  This decides what rule 3 cannot when the
+   parent changed a page in the interval of several forks (gunicorn
+   loading its app and forking every worker within one interval).
 
 What remains is *unsure*: the child has a page of its own, the parent a
 different one, and nothing seen tells whether the parent still has its
@@ -41,7 +42,7 @@ process of a prefork server rarely writes) and is also reported in
 Once the parent's frame changes, the parent wrote the page after the fork,
 and it moves to parent-written for good.  A child forked while ``watch``
 runs has no unsure pages but those its parent changed in the interval of
-its fork.
+its fork and no older sibling still shares with the parent.
 
 Approximations, all rare: a page the child freed and faulted in again at
 the same address (``madvise(MADV_DONTNEED)``, ``malloc_trim``) counts as
@@ -132,9 +133,8 @@ class ForkOrigin:
             kept = ~known & (c == b) & (b != 0)            # rule 3, the parent replaced it since
             origin[kept], known = c[kept], known | kept
             known |= b == p                                # rule 3, the parent's page held still
-        else:
-            for relative in older:
-                known |= relative[own] == p                # rule 4
+        for relative in older:
+            known |= relative[own] == p                    # rule 4
         # Where the child has the parent's frame, that is the origin; where
         # it has none, the parent's page came after the fork.
         differs = origin != p
