@@ -202,6 +202,28 @@ def test_cells_that_differ_are_marked(project: Project) -> None:
     assert "0*" in render_table(table)
 
 
+def test_markdown_is_the_overview_one_row_per_kind(project: Project) -> None:
+    add_environment(newest(project), "3.12.1", "2.2.6",
+                    {(PER_ELEMENT_BENCH, ("list_int", "iterate", "plain")): 0.0})
+    done = cowmem("--markdown", cwd=project.root)
+    assert done.returncode == 0, done.stderr
+    lines = [[cell.strip() for cell in line.strip("|").split("|")] for line in done.stdout.splitlines()]
+    header, rule, rows = lines[0], lines[1], {row[0]: row for row in lines[2:]}
+    assert header[:2] == ["data", "access"] and len(header) == 5      # alpha, beta, alpha's 3.12.1
+    assert rule == ["---", "---"] + ["---:"] * 3
+    assert header.index("alpha py3.12.1 numpy 2.2.6") > 1
+    assert set(rows) == {"list_int", "ndarray"}                # the data kinds of the suite
+    # the headline access reads every element; the gc=plain row, in bytes per element
+    assert rows["list_int"][1] == "iterate" and rows["ndarray"][1] == "iterate"
+    per_element = LIST_MIB * 2**20 / SIZE                    # 32.1: one int's block per element
+    for name, cell in zip(header[2:], rows["list_int"][2:]):
+        if "3.12.1" in name:
+            assert cell == "**0**"                             # differs from its row: bold
+        else:
+            assert float(cell) == pytest.approx(per_element, rel=0.01)
+    assert rows["ndarray"][2:] == ["0"] * 3
+
+
 # --- selectors and pairing ----------------------------------------------------------
 
 MATRIX = [("3.9.18", "1.26.4"), ("3.10.13", "2.2.6"), ("3.12.1", "1.26.4"), ("3.12.1", "2.2.6"),

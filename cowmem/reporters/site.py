@@ -108,6 +108,7 @@ def headline_rows(table: Table) -> List[Dict[str, object]]:
     top = max((abs(c) for _, _, row in picked for c in row.cells if is_measured(c)), default=0.0)
     for kind, shown, row in picked:
         rows.append({"kind": kind, "params": shown, "marked": any(row.marked),
+                     "differs": list(row.marked),
                      "cells": [(format_value(c), cell_class(c, m, top))
                                for c, m in zip(row.cells, row.marked)]})
     return rows
