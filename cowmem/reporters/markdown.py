@@ -15,8 +15,7 @@ from .site import headline_rows
 
 def render_overview(table: Table) -> str:
     """``| data | access | py3.12.1 numpy 2.4.6 | ...`` in bytes per element, one row per kind."""
-    several = table.several_machines()
-    header = ["data", "access"] + [" ".join(env.label_lines(several)) for env in table.columns]
+    header = ["data", "access"] + [" ".join(lines) for lines in table.column_labels()]
     lines: List[str] = [_row(header), _row(["---", "---"] + ["---:"] * len(table.columns))]
     for row in headline_rows(table):
         access = row["params"].get("access", "")
