@@ -87,20 +87,22 @@ def site_data(results: Results, runs: List[Run], thresholds: Thresholds) -> Dict
 
 def headline_rows(table: Table) -> List[Dict[str, object]]:
     """One overview row per data kind: its headline access's bytes per element, per column."""
-    candidates: Dict[str, List[Tuple[Dict[str, str], TableRow]]] = {}
-    for bench in table.benchmarks:
+    candidates: Dict[str, List[Tuple[int, Dict[str, str], TableRow]]] = {}
+    for place, bench in enumerate(table.benchmarks):
         if method(bench.name) != PER_ELEMENT or not bench.copies:
             continue
         for row in bench.rows:
             shown = dict(zip(bench.param_names, row.labels))
             if any(is_measured(c) for c in row.cells):
                 candidates.setdefault(shown.get("data") or class_kind(bench.name), []).append(
-                    (shown, row))
+                    (place, shown, row))
     # Each kind's best row over all the benchmarks that measure it (bench_gc's
-    # frozen collections among them), kinds in the order they first appear.
-    picked = [(kind, *min(found, key=lambda item: (
-        _preference(item[0].get("access")), item[0].get("gc", "plain") != "plain")))
-        for kind, found in candidates.items()]
+    # frozen collections among them), in the order of the benchmarks they come
+    # from: the kinds of one topic together.
+    best = sorted((min(found, key=lambda item: (
+        _preference(item[1].get("access")), item[1].get("gc", "plain") != "plain")) + (kind,)
+        for kind, found in candidates.items()), key=lambda item: item[0])
+    picked = [(kind, shown, row) for _, shown, row, kind in best]
     rows: List[Dict[str, object]] = []
     top = max((abs(c) for _, _, row in picked for c in row.cells if is_measured(c)), default=0.0)
     for kind, shown, row in picked:
