@@ -85,14 +85,22 @@ class held_back:
 
     @staticmethod
     def _release() -> None:
-        _state[1] = False
-        _put_back(_handlers)
-        _handlers.clear()
-        _state[0] = False
-        held = list(dict.fromkeys(_pending))
-        _pending.clear()
-        for signum in held:
-            signal.raise_signal(signum)  # its own handler runs now, and may raise
+        # Blocked while their handlers go back: a program's handler back in
+        # place could otherwise run (and raise) half-way through, leaving the
+        # state held for good and every later block doing nothing.  Those
+        # held, and any arriving meanwhile, are delivered as the block lifts:
+        # their own handlers run then, and may raise.
+        blocked = _signal.pthread_sigmask(_signal.SIG_BLOCK, list(_handlers))
+        try:
+            _state[1] = False
+            _put_back(_handlers)
+            _handlers.clear()
+            _state[0] = False
+            for signum in dict.fromkeys(_pending):
+                _signal.raise_signal(signum)
+            _pending.clear()
+        finally:
+            _signal.pthread_sigmask(_signal.SIG_SETMASK, blocked)
 
 
 def waiting(wait: Callable[[Any], Any], arg: Any) -> Any:

@@ -20,6 +20,7 @@ import select
 import struct
 from typing import Callable, Sequence
 
+from . import children
 from .errors import ExplainUnavailableError
 
 # The userfaultfd syscall number; architectures whose ioctl encoding differs
@@ -127,7 +128,11 @@ class Opener:
     """
 
     def __init__(self) -> None:
-        os.close(open_write_protect_fd())
+        # The probe runs before measure_fork holds signals back: a Ctrl-C
+        # raised as the syscall returns, before its result is stored, would
+        # leak the descriptor.  Held back, it surfaces once it is closed.
+        with children.held_back():
+            os.close(open_write_protect_fd())
         self._syscall = libc().syscall
         # Plain ints: ctypes passes them as they are, where a c_long would
         # cost an argument object per call.

@@ -29,6 +29,7 @@ import os
 import pickle
 import select
 import signal
+import threading
 import time
 import traceback
 from dataclasses import dataclass
@@ -248,19 +249,16 @@ def _watch(access, prepare, collect, during, timeout, gc_was_enabled) -> Outside
         read_fd, write_fd, self_fd = fds
         # Last before the fork: its maps text is the one the child inherits.
         plan, maps_at_fork = _stable_plan()
-        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-        try:
+        with _InterruptHeld() as held:
             plan.read(self_fd, "parent_at_fork")
             pid = os.fork()
             if pid == 0:
                 try:  # the child never returns into the caller's code
-                    signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+                    held.undo()
                     _child(access, prepare, collect, write_fd, gc_was_enabled)
                 finally:
                     os._exit(4)
-        finally:
-            # A Ctrl-C held back since before the fork lands here, with pid set.
-            signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+        # A Ctrl-C held since before the fork has been raised as the block ended, with pid set.
         fds.remove(write_fd)  # first: an interrupt in between leaks it, never closes it twice
         os.close(write_fd)
         return _observe(pid, plan, maps_at_fork, during, read_fd, self_fd,
@@ -272,6 +270,42 @@ def _watch(access, prepare, collect, during, timeout, gc_was_enabled) -> Outside
             os.close(fd)
         if plan is not None:
             plan.close()
+
+
+class _InterruptHeld:
+    """Within it a SIGINT is only recorded; leaving it, the program's handler runs for it.
+
+    Blocking SIGINT with pthread_sigmask would not do: it blocks the calling
+    thread only, and in a process with other threads (numpy's BLAS workers
+    are some) the kernel hands a process-wide SIGINT to one of those.
+    CPython's handler then runs in the main thread at its next bytecode:
+    inside os.fork()'s at-fork hooks (logging has some), where the
+    KeyboardInterrupt is reported as unraisable and lost, or between the
+    fork and storing the child's pid, leaving the child unknown.  Python
+    handlers run in the main thread only: elsewhere this does nothing.
+    """
+
+    def __enter__(self) -> "_InterruptHeld":
+        self.previous, self.caught = None, False
+        if threading.current_thread() is threading.main_thread() and \
+                callable(signal.getsignal(signal.SIGINT)):
+            self.previous = signal.signal(signal.SIGINT, self._record)
+        return self
+
+    def _record(self, signum, frame) -> None:
+        self.caught = True
+
+    def undo(self) -> None:
+        """The program's handler back, without raising what was recorded (in the child)."""
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+            self.previous = None
+
+    def __exit__(self, *exc) -> None:
+        previous = self.previous
+        self.undo()
+        if previous is not None and self.caught:
+            signal.raise_signal(signal.SIGINT)
 
 
 def _observe(pid: int, plan: _Plan, maps_at_fork: bytes, during, read_fd: int, self_fd: int,
