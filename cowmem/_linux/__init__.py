@@ -33,8 +33,8 @@ from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
-from . import children
-from .errors import UnsupportedPlatformError
+from .. import children
+from ..errors import UnsupportedPlatformError
 
 PAGE_SIZE: int = mmap.PAGESIZE
 PAGE_SHIFT: int = PAGE_SIZE.bit_length() - 1
