@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from cowmem import PAGE_SIZE, ForkMeter, measure_fork
-from cowmem import _linux, meter
+from cowmem import _linux, snapshot_diff
 from cowmem.errors import UnsupportedPlatformError
 
 from capabilities import needs
@@ -39,7 +39,7 @@ def test_swapped_pages_are_counted_apart_never_as_copied_or_fresh():
     before = np.array([b for b, _, _ in cases], np.uint64)
     after = np.array([a for _, a, _ in cases], np.uint64)
     kinds = [k for _, _, k in cases]
-    diff = meter.compare(before, after, ZERO_FRAME)
+    diff = snapshot_diff.compare(before, after, ZERO_FRAME)
     assert diff.copied.tolist() == [i for i, k in enumerate(kinds) if k == "copied"]
     assert diff.fresh == kinds.count("fresh")
     assert diff.swapped == kinds.count("swapped")
@@ -87,7 +87,7 @@ def test_pages_of_a_late_mapping_count_as_fresh_only_where_this_process_holds_th
     if pid == 0:
         try:
             view[:written * PAGE_SIZE:PAGE_SIZE] = 2
-            counts[0] = meter.fresh_in_new_mappings(known, facts)
+            counts[0] = snapshot_diff.fresh_in_new_mappings(known, facts)
         finally:
             os._exit(0)
     os.waitpid(pid, 0)
