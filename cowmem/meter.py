@@ -18,12 +18,14 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 
-from . import _linux
+from ._linux.buffers import own_ranges
+from ._linux.maps import private_writable_now
+from ._linux.pagemap import PAGE_SHIFT, PAGE_SIZE
+from ._linux.probe import pagemap_facts
 from .errors import AccessError, CowmemError, DescriptorsClosedError
 from .meter_buffers import _Found, _keep, _prepare
 from .regions import RegionSpec, Regions
 from .snapshot_diff import _common, _per_region, _runs, compare, exclusive_positions, fresh_in_new_mappings
-from ._linux import PAGE_SHIFT, PAGE_SIZE
 
 
 @dataclass(frozen=True)
@@ -125,7 +127,7 @@ class ForkMeter:
 
     def __init__(self, regions: Union[Mapping[str, RegionSpec], Regions, None] = None, *,
                  cross_checks: bool = False) -> None:
-        self._facts = _linux.pagemap_facts()
+        self._facts = pagemap_facts()
         self.cross_checks = bool(cross_checks)
         # Located before the fork (in a helper of its own, see Regions):
         # walking a container in the child would write the very reference
@@ -210,9 +212,9 @@ class ForkMeter:
             blind = snaps.page_numbers(exclusive_positions(before))
             unobserved = [_common(own, blind) for own in self._region_pages.values()]
         fresh_new = 0
-        if _linux.private_writable_now() != self._buffers.planned_for:
+        if private_writable_now() != self._buffers.planned_for:
             # Memory mapped since the parent read its maps has no baseline.
-            known = [(m.start, m.stop) for m in self._targets] + _linux.own_ranges()
+            known = [(m.start, m.stop) for m in self._targets] + own_ranges()
             fresh_new = fresh_in_new_mappings(sorted(known), facts)
         return _Found(snaps.page_numbers(diff.copied), diff.fresh + fresh_new, diff.swapped, unobserved)
 

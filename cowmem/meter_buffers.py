@@ -9,7 +9,10 @@ from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import _linux
+from ._linux.buffers import UnforkedBuffer, own_ranges, release, shared_buffer
+from ._linux.maps import Mapping, parse_maps, private_writable_now, read_maps_text, subtract_from_maps
+from ._linux.ranges import subtract_ranges
+from ._linux.snapshots import PagemapSnapshots, ProcCounters
 from .errors import CowmemError
 
 
@@ -25,18 +28,18 @@ def _prepare(regions: int) -> "_Buffers":
     makes nothing that a second reading would have to look for.
     """
     for _ in range(5):
-        now = _linux.private_writable_now()
+        now = private_writable_now()
         buffers = _spare_planned_for(now, regions)
         if buffers is not None:
             return buffers
-        text = _linux.read_maps_text()  # for the mappings' names
-        targets = _linux.subtract_from_maps(_linux.parse_maps(text, private_writable_only=True),
-                                            _linux.own_ranges())
+        text = read_maps_text()  # for the mappings' names
+        targets = subtract_from_maps(parse_maps(text, private_writable_only=True),
+                                     own_ranges())
         ranges = [(m.start, m.stop) for m in targets]
-        buffers = _take_buffers(_linux.PagemapSnapshots.bytes_for(ranges), regions)
+        buffers = _take_buffers(PagemapSnapshots.bytes_for(ranges), regions)
         buffers.plan(targets)
-        after = _linux.private_writable_now()
-        if _linux.subtract_ranges(after, _linux.own_ranges()) == ranges:
+        after = private_writable_now()
+        if subtract_ranges(after, own_ranges()) == ranges:
             buffers.planned_for = after
             return buffers
         _keep(buffers)
@@ -56,23 +59,23 @@ class _Buffers:
     def __init__(self, snapshot_bytes: int, regions: int) -> None:
         # Room to grow: the same data measured again seldom needs more.
         snapshot_bytes += snapshot_bytes // 4 + (1 << 16)
-        self.memory = _linux.UnforkedBuffer(snapshot_bytes)
+        self.memory = UnforkedBuffer(snapshot_bytes)
         self.findings = _Findings(regions + snapshot_bytes // 16)
-        self.counters = _linux.ProcCounters()
+        self.counters = ProcCounters()
         self.owner = os.getpid()
-        self.targets: List[_linux.Mapping] = []
-        self.snaps: Optional[_linux.PagemapSnapshots] = None
+        self.targets: List[Mapping] = []
+        self.snaps: Optional[PagemapSnapshots] = None
         self.planned_for: List[Tuple[int, int]] = []
 
     def fits(self, snapshot_bytes: int, regions: int) -> bool:
         return self.memory.capacity >= snapshot_bytes and self.findings.capacity >= regions + snapshot_bytes // 16
 
-    def plan(self, targets: List[_linux.Mapping]) -> None:
+    def plan(self, targets: List[Mapping]) -> None:
         """Snapshots of ``targets`` in these buffers."""
         if self.snaps is not None:
             self.snaps.close()
         self.targets = targets
-        self.snaps = _linux.PagemapSnapshots([(m.start, m.stop) for m in targets], self.memory.view)
+        self.snaps = PagemapSnapshots([(m.start, m.stop) for m in targets], self.memory.view)
         self.planned_for = []
 
     def close(self) -> None:
@@ -142,7 +145,7 @@ class _Findings:
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
-        self._buffer = _linux.shared_buffer((self._HEAD + capacity) * 8, populate=False)
+        self._buffer = shared_buffer((self._HEAD + capacity) * 8, populate=False)
         # Counts through a plain view: numpy's first calls in a child cost more.
         self._words = memoryview(self._buffer).cast("q")
         self._regions = 0
@@ -175,4 +178,4 @@ class _Findings:
 
     def close(self) -> None:
         self._words.release()
-        _linux.release(self._buffer)
+        release(self._buffer)

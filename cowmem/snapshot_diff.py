@@ -9,8 +9,11 @@ from typing import Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import _linux
-from ._linux import PAGE_SHIFT, PAGE_SIZE, PFN_MASK
+from ._linux.maps import private_writable_ranges, read_maps
+from ._linux.pagemap import (FLAG_EXCLUSIVE, FLAG_FILE_OR_SHARED, FLAG_PRESENT, FLAG_SWAPPED, PAGE_SHIFT,
+                             PAGE_SIZE, PFN_MASK, flags, read_entries)
+from ._linux.probe import PagemapFacts
+from ._linux.ranges import subtract_ranges
 
 
 def _per_region(region_pages: Mapping[str, np.ndarray], pages: np.ndarray) -> Mapping[str, int]:
@@ -37,8 +40,8 @@ def _runs(pages: np.ndarray) -> Tuple[Tuple[int, int], ...]:
     return tuple((f << PAGE_SHIFT, (l + 1) << PAGE_SHIFT) for f, l in zip(firsts, lasts))
 
 
-_PRESENT, _SWAPPED = _linux.FLAG_PRESENT, _linux.FLAG_SWAPPED
-_FILE, _EXCLUSIVE = _linux.FLAG_FILE_OR_SHARED, _linux.FLAG_EXCLUSIVE
+_PRESENT, _SWAPPED = FLAG_PRESENT, FLAG_SWAPPED
+_FILE, _EXCLUSIVE = FLAG_FILE_OR_SHARED, FLAG_EXCLUSIVE
 _KIND = _PRESENT | _FILE | _EXCLUSIVE
 _NEITHER, _COPIED, _FRESH, _HIDDEN_BY_SWAP = range(4)
 
@@ -104,10 +107,10 @@ def compare(before: np.ndarray, after: np.ndarray, zero_frame: Optional[int],
 
 def exclusive_positions(entries: np.ndarray) -> np.ndarray:
     """Positions of the present, anonymous, exclusively mapped pages of a snapshot."""
-    return ((_linux.flags(entries) & _KIND) == (_PRESENT | _EXCLUSIVE)).nonzero()[0]
+    return ((flags(entries) & _KIND) == (_PRESENT | _EXCLUSIVE)).nonzero()[0]
 
 
-def fresh_in_new_mappings(known: Sequence[Tuple[int, int]], facts: _linux.PagemapFacts) -> int:
+def fresh_in_new_mappings(known: Sequence[Tuple[int, int]], facts: PagemapFacts) -> int:
     """Pages this process holds alone in private writable memory outside ``known`` (sorted ranges).
 
     Present, anonymous, exclusively mapped, not the zero page: populated by
@@ -115,11 +118,11 @@ def fresh_in_new_mappings(known: Sequence[Tuple[int, int]], facts: _linux.Pagema
     shared with the parent (mapped by it after the snapshots' ranges were
     read): not fresh.
     """
-    new = _linux.subtract_ranges(_linux.private_writable_ranges(_linux.read_maps()), known)
+    new = subtract_ranges(private_writable_ranges(read_maps()), known)
     if not new:
         return 0
-    entries = _linux.read_entries(new)
-    mine = (_linux.flags(entries) & _KIND) == (_PRESENT | _EXCLUSIVE)
+    entries = read_entries(new)
+    mine = (flags(entries) & _KIND) == (_PRESENT | _EXCLUSIVE)
     if facts.frames_readable and facts.zero_frame:
         mine &= (entries & PFN_MASK) != np.uint64(facts.zero_frame)
     return int(np.count_nonzero(mine))
