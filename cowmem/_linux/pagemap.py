@@ -1,7 +1,8 @@
 """The pagemap entries of a process's pages, and the one encoding of their bits.
 
 ``/proc/PID/pagemap`` holds one 64-bit entry per virtual page; this module
-reads them, and is the only one that knows their bits.  The bits used (the kernel's Documentation/admin-guide/mm/pagemap.rst):
+reads them, and is the only one that knows their bits.  The bits used (the
+kernel's Documentation/admin-guide/mm/pagemap.rst):
 
 * 63 present, 62 swapped, 61 file-page or shared-anonymous,
 * 56 exclusively mapped (Linux 4.2+): a present private page without it is
