@@ -10,7 +10,7 @@ does weighs on all three alike; each figure is the median of ROUNDS.
 Parents hold 100 MiB (also 1 GiB with ``COWMEM_BENCH_COST_GIB=1``) as a
 bytearray (4 KiB pages), a list of ints and a huge-page numpy array.  The
 figures are ratios and milliseconds, no copy metric: the gate never reads
-them.  ``python -m benchmarks.bench_cost`` prints the README's table (run
+them.  ``python -m benchmarks.bench_cost`` prints the table of docs/cost.md (run
 it on one core: ``taskset -c 1``).
 """
 

@@ -27,8 +27,7 @@ measured in ``children`` (3) forked children: asv stores the median as the
 result, with its quartiles and confidence interval, and with ``asv run
 --record-samples`` the samples themselves.
 
-cowmem must be installed in asv's environments (see the README's "Track
-copies in your own project").
+cowmem must be installed in asv's environments (see docs/asv.md).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""A real `cowmem watch` of gunicorn serving tests/watch_app.py: the README's table and plot.
+"""A real `cowmem watch` of gunicorn serving tests/watch_app.py: docs/watch.md's table and plot.
 
 Starts ``cowmem watch --interval 0.5 --plot PLOT -- python -m gunicorn
 --preload -w 3 -b 127.0.0.1:PORT watch_app:app`` (with ``--freeze``, also

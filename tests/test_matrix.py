@@ -21,7 +21,7 @@ from asv.config import Config
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# What asv.conf.json keeps, by exact interpreter version (README, "Across Python, numpy and pandas versions").
+# What asv.conf.json keeps, by exact interpreter version (docs/suite.md).
 LIBS_2 = "pandas2.2.3-psutil7.2.2"
 EXPECTED = {
     "3.9.18": ["numpy1.26.4-psutil7.2.2", f"numpy2.0.2-{LIBS_2}-pyarrow21.0.0"],

@@ -4,8 +4,7 @@ A throwaway git repository holds a tiny package whose cache is a numpy
 array at commit 1, a list of floats at commit 2, and unchanged at commit 3
 (a README edit); its asv suite is one ``Copies`` subclass.  asv builds each
 commit in a real virtualenv, with cowmem installed there from a wheel of
-this checkout, as the README's "Track copies in your own project" tells a
-user to.  Scanning 10**5 floats copies nothing of an array's buffer and
+this checkout, as docs/asv.md tells a user to.  Scanning 10**5 floats copies nothing of an array's buffer and
 every float object of a list: 24-byte floats in 32-byte blocks, about 3 MiB.
 """
 

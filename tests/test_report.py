@@ -12,6 +12,7 @@ from __future__ import annotations
 import html.parser
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -31,6 +32,7 @@ from cowmem.reporters.text import render_table
 
 REPO = Path(__file__).resolve().parent.parent
 COMMITTED = REPO / "results"
+COMMITTED_LIST_INT = "bench_numbers.ListInt"     # the suite's class for list_int
 REGRESSED = ("list_int", "iterate", "freeze")
 # What the gate compares in one pair of runs: the three copy metrics of each
 # Copies combination, and Measured's track_child_mib for its two accesses.
@@ -129,14 +131,23 @@ def test_exact_versions_come_from_the_results(real_project: Project, project: Pr
     assert copied["3.13"].kernel == versions.NOT_RECORDED   # `asv machine --yes`: no os
 
 
-def test_committed_results_say_what_they_did_not_record() -> None:
+def test_committed_results_record_exact_versions() -> None:
+    # scripts/suite names each environment by its exact versions: the facts
+    # bench_platform recorded inside it must be those of its name
     results = load_results(COMMITTED)
+    assert len(results.runs) == len(list(COMMITTED.glob("*/*-virtualenv-*.json")))
     for run in results.runs:
+        named = dict(re.findall(r"-(py|numpy|pandas|pyarrow)([0-9][0-9.]*[0-9t])",
+                                run.environment.name))
         recorded = versions.versions_of(results, run)
-        assert recorded.python == f"{run.environment.python} (patch release not recorded)"
-        assert recorded.numpy == dict(run.environment.requirements)["numpy"]
-        assert recorded.page_size == recorded.thp == recorded.pfns == versions.NOT_RECORDED
-        assert recorded.kernel == "Linux 6.18.44-fc-v782 (asv's machine.json)"
+        assert recorded.python == named["py"]
+        assert recorded.numpy == named["numpy"]
+        assert recorded.pandas == named.get("pandas", "not installed")
+        assert recorded.pyarrow == named.get("pyarrow", "not installed")
+        assert recorded.build == ("free-threaded" if named["py"].endswith("t") else "GIL")
+        assert recorded.page_size == "4096 bytes" and recorded.pfns == "readable"
+        assert recorded.thp in ("never", "madvise", "always")
+        assert re.fullmatch(r"\d+\.\d+\.\d+", recorded.kernel)
 
 
 # --- the table --------------------------------------------------------------------
@@ -169,10 +180,10 @@ def test_committed_table_fits_120_columns_without_psutil() -> None:
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert max(len(line) for line in lines) <= 120
-    assert "psutil" not in done.stdout
-    # every environment's column is still there: 11 numpy labels per benchmark block set
+    assert "psutil" not in done.stdout          # pinned alike in every environment: no header
+    # every environment's column is still there: one numpy label each, over the blocks
     results = load_results(COMMITTED)
-    start = lines.index("bench_copies.Copies.track_data_mib (MiB)")
+    start = lines.index(f"{COMMITTED_LIST_INT}.track_data_mib (MiB)")
     end = next(i for i in range(start + 1, len(lines)) if lines[i].startswith("bench_"))
     assert sum(line.count("numpy ") for line in lines[start:end]) == len(results.environments())
     narrow = cowmem("--results", str(COMMITTED), "--width", "100", cwd=REPO)
@@ -200,6 +211,28 @@ def test_cells_that_differ_are_marked(project: Project) -> None:
     assert marked[("list_int", "sum", "plain")] == []      # one page is no difference
     assert all(not m for key, m in marked.items() if key != ("list_int", "iterate", "plain"))
     assert "0*" in render_table(table)
+
+
+def test_markdown_is_the_overview_one_row_per_kind(project: Project) -> None:
+    add_environment(newest(project), "3.12.1", "2.2.6",
+                    {(PER_ELEMENT_BENCH, ("list_int", "iterate", "plain")): 0.0})
+    done = cowmem("--markdown", cwd=project.root)
+    assert done.returncode == 0, done.stderr
+    lines = [[cell.strip() for cell in line.strip("|").split("|")] for line in done.stdout.splitlines()]
+    header, rule, rows = lines[0], lines[1], {row[0]: row for row in lines[2:]}
+    assert header[:2] == ["data", "access"] and len(header) == 5      # alpha, beta, alpha's 3.12.1
+    assert rule == ["---", "---"] + ["---:"] * 3
+    assert header.index("alpha py3.12.1 numpy 2.2.6") > 1
+    assert set(rows) == {"list_int", "ndarray"}                # the data kinds of the suite
+    # the headline access reads every element; the gc=plain row, in bytes per element
+    assert rows["list_int"][1] == "iterate" and rows["ndarray"][1] == "iterate"
+    per_element = LIST_MIB * 2**20 / SIZE                    # 32.1: one int's block per element
+    for name, cell in zip(header[2:], rows["list_int"][2:]):
+        if "3.12.1" in name:
+            assert cell == "**0**"                             # differs from its row: bold
+        else:
+            assert float(cell) == pytest.approx(per_element, rel=0.01)
+    assert rows["ndarray"][2:] == ["0"] * 3
 
 
 # --- selectors and pairing ----------------------------------------------------------
@@ -431,19 +464,24 @@ def test_gate_compares_on_every_machine_that_has_both(project: Project) -> None:
 
 def test_committed_results_3_12_to_3_13_flags_the_interned_strings() -> None:
     # CPython 3.12.0-3.12.6 made interned strings immortal; the committed results
-    # measured 3.12 (3.12.1) and 3.13: iterating them copies in 3.13 only
+    # measured 3.12.1 and 3.13.0: reading them copies in 3.13 only
     results = load_results(COMMITTED)
     old, new = (selectors.select(s, lambda: results, None) for s in ("python=3.12", "python=3.13"))
     comparison = gate.compare(old, new)
-    assert [b.environment.name for _, b in comparison.pairing.pairs] == [
-        "virtualenv-py3.13-numpy2.2.6-psutil", "virtualenv-py3.13-numpy2.4.6-psutil"]
-    first = comparison.rows[:2 * 8]       # 8 accesses x 2 gc variants per pair that copy
-    assert {row.params["data"] for row in first} == {"list_interned_str"}
-    iterate = [row for row in comparison.rows
-               if row.params == {"data": "list_interned_str", "access": "iterate", "gc": "plain"}]
-    assert len(iterate) == 2 and all(row.shown["track_bytes_per_element"][0] < 1 and
-                                     row.shown["track_bytes_per_element"][1] > 60 for row in iterate)
-    # only copy metrics: the cost ratios measured once each never gate
+    pairs = comparison.pairing.pairs
+    assert pairs and all(a.environment.python == "3.12.1" and b.environment.python == "3.13.0"
+                         for a, b in pairs)
+    assert {b.environment.name for _, b in pairs} == {
+        run.environment.name for run in results.runs if run.environment.python == "3.13.0"}
+    # first, every combination whose copies inside the strings grew
+    reading = [row for row in comparison.rows if row.params["data"] == "list_interned_str" and
+               any(c.benchmark.endswith(".track_data_mib") for c in row.changes)]
+    assert reading and list(comparison.rows[:len(reading)]) == reading
+    iterate = [row for row in reading if row.params["access"] == "iterate"]
+    assert len(iterate) == len(pairs) and all(
+        row.shown["track_bytes_per_element"][0] < 1 and
+        row.shown["track_bytes_per_element"][1] > 60 for row in iterate)
+    # only copy metrics: the cost ratios never gate
     assert all(not c.benchmark.startswith("bench_cost") for c in comparison.changes())
 
 
@@ -474,7 +512,7 @@ def test_report_runs_without_numpy_or_the_measuring_code(args: List[str]) -> Non
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
     assert done.returncode in (0, 1), done.stderr
     assert done.stdout.splitlines()[-1] == "loaded: []"
-    assert "combinations compared" in done.stdout or "bench_copies" in done.stdout
+    assert "combinations compared" in done.stdout or COMMITTED_LIST_INT in done.stdout
 
 
 def test_html_without_numpy_has_no_descriptions(tmp_path: Path) -> None:
@@ -629,7 +667,7 @@ def test_html_of_the_committed_results_is_under_500_kb(tmp_path: Path) -> None:
     done = cowmem("--results", str(COMMITTED), "--html", str(page), "--text", cwd=REPO)
     assert done.returncode == 0, done.stderr
     assert page.stat().st_size < 500 * 1024
-    assert "bench_copies.Copies.track_data_mib (MiB)" in done.stdout    # --text: the table too
+    assert f"{COMMITTED_LIST_INT}.track_data_mib (MiB)" in done.stdout   # --text: the table too
 
 
 def test_publish_runs_without_numpy_or_the_measuring_code(tmp_path: Path) -> None:

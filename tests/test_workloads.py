@@ -150,6 +150,40 @@ def test_every_applicable_access_runs_on_its_data(data, access):
     (ACCESSES[access].run or (lambda _: None))(obj)  # in this process: no exception is the property
 
 
+NO_IMPORT_IN_THE_CHILD = """
+import os, sys
+from cowmem import workloads
+pairs = [(kind, access) for kind in workloads.DATA_KINDS for access in workloads.ACCESSES
+         if access != "none" and workloads.applies(kind, access)]
+for kind, access in pairs:
+    try:
+        data = workloads.build(kind, 1000)
+    except workloads.MissingLibraryError:
+        continue
+    read, write = os.pipe()
+    before = set(sys.modules)
+    if os.fork() == 0:
+        workloads.ACCESSES[access].run(data)
+        os.write(write, " ".join(sorted(set(sys.modules) - before)).encode())
+        os._exit(0)
+    os.close(write)
+    new = os.read(read, 65536).decode()
+    os.wait()
+    print(kind, access, new)
+"""
+
+
+def test_no_access_imports_a_module_in_the_child():
+    # The kinds' builds and cowmem import everything an access needs, in the
+    # parent: an import in the child would copy pages of the interpreter's own.
+    done = subprocess.run([sys.executable, "-c", NO_IMPORT_IN_THE_CHILD], capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    lines = [line.split(" ", 2) for line in done.stdout.splitlines()]
+    assert len(lines) >= len(APPLY)                # every kind had at least one access
+    assert [line for line in lines if len(line) == 3 and line[2]] == []
+
+
 @pytest.mark.parametrize("data", [d for d in CONTRACT_KINDS if applies(d, "sum")])
 def test_sum_adds_up_the_elements(data):
     built = build(data, 300)

@@ -47,6 +47,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "self-contained HTML page to PATH (and print no table unless --text)")
     parser.add_argument("--text", action="store_true",
                         help="print the table also with --html or --compare")
+    parser.add_argument("--markdown", action="store_true",
+                        help="print the overview instead: each data kind's bytes per element "
+                             "under its headline access, one column per environment, as a "
+                             "Markdown table")
     parser.add_argument("--width", type=_width, default=DEFAULT_WIDTH, metavar="N",
                         help=f"wrap the table's columns at N characters (default {DEFAULT_WIDTH})")
     parser.add_argument("--compare", nargs=2, metavar=("FROM", "TO"),
@@ -101,13 +105,16 @@ def run(args: argparse.Namespace) -> int:
             old, new = (select(side, default, args.commit) for side in args.compare)
             comparison = compare(old, new, thresholds(args), args.bench)
         table = table_from_args(args, default()) if (
-            args.html or args.text or not args.compare) else None
+            args.html or args.text or args.markdown or not args.compare) else None
         if args.html:
             from ..reporters.html import write_report
             size = write_report(table, args.html)
             print(f"wrote {args.html} ({size / 1024:.0f} KiB): {len(table.columns)} "
                   f"environments, {len(table.benchmarks)} benchmarks")
-        if table is not None and (args.text or not (args.html or args.compare)):
+        if args.markdown:
+            from ..reporters.markdown import render_overview
+            sys.stdout.write(render_overview(table))
+        elif table is not None and (args.text or not (args.html or args.compare)):
             sys.stdout.write(render_table(table, args.width))
         if args.compare:
             sys.stdout.write(render_comparison(comparison))

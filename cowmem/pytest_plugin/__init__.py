@@ -5,7 +5,7 @@ when cowmem is installed (``-p no:cowmem`` leaves it out).  A marked
 test's fixtures are set up in the pytest process as usual; its body runs in
 a child forked by :func:`cowmem.measure_fork`, and the test fails when the
 body made the kernel copy more than the limit of the parent's memory.  The
-README's "A pytest limit on what a test copies" tells what a forked body
+docs/pytest.md tells what a forked body
 means for fixtures, output, warnings and the rest.
 
 This module is imported by every pytest session where cowmem is

@@ -15,9 +15,9 @@ or when it was measured (or n/a) on the old side and failed on the new one.
 A changed combination is one row, with a kind: failed when any of its values
 failed, else grew when any grew, else shrank.  The gate trips when any
 combination grew or failed.  Rows come largest change first: failures, then
-the largest difference in MiB, then in any other unit.  The upgrade page's
-script (``reporters/assets/selection.js``) applies the same rules to the
-same data.
+the largest difference inside the data, then in MiB, then in any other
+unit.  The upgrade page's script (``reporters/assets/selection.js``)
+applies the same rules to the same data.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from .selectors import Pairing, Side, pair
 DEFAULT_MIN_ABS = 1.0
 DEFAULT_MIN_REL = 0.10
 MIB = "MiB"
+DATA_METRIC = "track_data_mib"     # the copies inside the data, first in the order
 
 
 @dataclass(frozen=True)
@@ -100,13 +101,16 @@ class Row:
         return next(kind for kind in ("failed", "grew", "shrank") if kind in kinds)
 
     def sort_key(self) -> tuple:
-        """Descending: failures first, then the largest change in MiB, then in any other unit."""
+        """Descending: failures first, then the largest change inside the data (MiB), then in
+        any MiB (the whole child's, which holds the interpreter's own writes too), then in any
+        other unit."""
         failed = any(c.kind == "failed" for c in self.changes)
-        mib = max((abs(c.delta) for c in self.changes if c.unit == MIB and c.kind != "failed"),
-                  default=0.0)
-        other = max((abs(c.delta) for c in self.changes if c.unit != MIB and c.kind != "failed"),
-                    default=0.0)
-        return (not failed, -mib, -other)
+        measured = [c for c in self.changes if c.kind != "failed"]
+        data = max((abs(c.delta) for c in measured if method(c.benchmark) == DATA_METRIC),
+                   default=0.0)
+        mib = max((abs(c.delta) for c in measured if c.unit == MIB), default=0.0)
+        other = max((abs(c.delta) for c in measured if c.unit != MIB), default=0.0)
+        return (not failed, -data, -mib, -other)
 
 
 @dataclass(frozen=True)

@@ -69,6 +69,21 @@ class Table:
     def several_machines(self) -> bool:
         return len({env.machine for env in self.columns}) > 1
 
+    def column_labels(self, with_machine: Optional[bool] = None) -> List[List[str]]:
+        """Each column's header lines (:meth:`Environment.label_lines`), less the shared ones.
+
+        A requirement at the same version in every column (psutil 7.2.2
+        pinned everywhere) tells no column from another and is left out; the
+        interpreter never is.  ``with_machine`` defaults to "when there are
+        several machines".
+        """
+        several = self.several_machines() if with_machine is None else with_machine
+        labels = [env.label_lines(several) for env in self.columns]
+        requirements = [{f"{name} {version}" for name, version in env.requirements if version}
+                        for env in self.columns]
+        shared = set.intersection(*requirements) if len(requirements) > 1 else set()
+        return [[line for line in lines if line not in shared] for lines in labels]
+
     def heading(self) -> str:
         day = datetime.datetime.fromtimestamp(self.date / 1000, datetime.timezone.utc)
         return (f"asv results in {self.results_path} at commit {self.commit[:8]} "

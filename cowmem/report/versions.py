@@ -39,6 +39,7 @@ class Versions:
     build: str         # "GIL", "free-threaded" or NOT_RECORDED
     numpy: str
     pandas: str
+    pyarrow: str
     kernel: str
     thp: str           # "madvise", ...
     page_size: str     # "4096 bytes"
@@ -47,7 +48,8 @@ class Versions:
     def rows(self) -> List[Tuple[str, str]]:
         """(label, text) in the order pages show them."""
         return [("CPython", self.python), ("build", self.build), ("numpy", self.numpy),
-                ("pandas", self.pandas), ("kernel", self.kernel), ("THP", self.thp),
+                ("pandas", self.pandas), ("pyarrow", self.pyarrow), ("kernel", self.kernel),
+                ("THP", self.thp),
                 ("page size", self.page_size), ("frame numbers", self.pfns)]
 
 
@@ -112,7 +114,7 @@ def versions_of(results: Results, run: Run) -> Versions:
     page = facts.get("page_size")
     return Versions(
         python=python, build=build, numpy=package("numpy"), pandas=package("pandas"),
-        kernel=kernel, thp=fact("thp", _THP_MODES),
+        pyarrow=package("pyarrow"), kernel=kernel, thp=fact("thp", _THP_MODES),
         page_size=f"{int(page)} bytes" if page is not None and is_measured(page) else NOT_RECORDED,
         pfns=fact("pfns_readable", {0: "not readable (no CAP_SYS_ADMIN)", 1: "readable"}))
 

@@ -82,7 +82,7 @@ def render_report(table: Table, descriptions: Mapping[str, Mapping[str, str]] = 
     return render(
         "report.html", table=table, links=links, copied_means=COPIED_MEANS,
         several=table.several_machines(), spans=machine_spans(table),
-        columns=[(env, env.label_lines(False)) for env in table.columns],
+        columns=list(zip(table.columns, table.column_labels(False))),
         versions=[(label, [v.rows()[i][1] for v in table.versions])
                   for i, (label, _) in enumerate(table.versions[0].rows())],
         benchmarks=[_benchmark_view(table, bench) for bench in table.benchmarks],

@@ -21,7 +21,7 @@ from ..report.metrics import (class_kind, combination_text, explain_causes, is_c
                               labels, method, select_benchmarks)
 from ..report.results import Results, Run, is_measured, is_version, version_key
 from ..report.selectors import fields
-from ..report.table import Table, format_value
+from ..report.table import Table, TableRow, format_value
 from ..report.versions import versions_of
 from . import ASSETS, render
 from .html import COPIED_MEANS, cell_class
@@ -32,8 +32,9 @@ DATA_SCRIPT = "cowmem-data.js"
 SITE_ASSETS = ("site.css", "heat.css", "selection.js", "upgrade.js")
 
 # The access an overview row shows, in order of preference: reading every
-# element is the question the suite answers.
-HEADLINE_ACCESSES = ("iterate", "sum")
+# element is the question the suite answers (a table's strings, by the
+# library's own string functions).
+HEADLINE_ACCESSES = ("iterate", "str_len_sum", "sum")
 PER_ELEMENT = "track_bytes_per_element"
 
 
@@ -86,28 +87,25 @@ def site_data(results: Results, runs: List[Run], thresholds: Thresholds) -> Dict
 
 def headline_rows(table: Table) -> List[Dict[str, object]]:
     """One overview row per data kind: its headline access's bytes per element, per column."""
-    rows: List[Dict[str, object]] = []
-    picked: List[Tuple[str, Dict[str, str], object]] = []
-    seen = set()
+    candidates: Dict[str, List[Tuple[Dict[str, str], TableRow]]] = {}
     for bench in table.benchmarks:
         if method(bench.name) != PER_ELEMENT or not bench.copies:
             continue
-        names = bench.param_names
-        by_kind: Dict[str, List] = {}
         for row in bench.rows:
-            shown = dict(zip(names, row.labels))
-            kind = shown.get("data") or class_kind(bench.name)
+            shown = dict(zip(bench.param_names, row.labels))
             if any(is_measured(c) for c in row.cells):
-                by_kind.setdefault(kind, []).append((shown, row))
-        for kind, candidates in by_kind.items():
-            if kind not in seen:
-                seen.add(kind)
-                shown, row = min(candidates, key=lambda item: (
-                    _preference(item[0].get("access")), item[0].get("gc", "plain") != "plain"))
-                picked.append((kind, shown, row))
+                candidates.setdefault(shown.get("data") or class_kind(bench.name), []).append(
+                    (shown, row))
+    # Each kind's best row over all the benchmarks that measure it (bench_gc's
+    # frozen collections among them), kinds in the order they first appear.
+    picked = [(kind, *min(found, key=lambda item: (
+        _preference(item[0].get("access")), item[0].get("gc", "plain") != "plain")))
+        for kind, found in candidates.items()]
+    rows: List[Dict[str, object]] = []
     top = max((abs(c) for _, _, row in picked for c in row.cells if is_measured(c)), default=0.0)
     for kind, shown, row in picked:
         rows.append({"kind": kind, "params": shown, "marked": any(row.marked),
+                     "differs": list(row.marked),
                      "cells": [(format_value(c), cell_class(c, m, top))
                                for c, m in zip(row.cells, row.marked)]})
     return rows
@@ -147,7 +145,7 @@ def write_site_pages(site: Path, results: Results, table: Table, report_page: st
     rows = headline_rows(table)
     (site / OVERVIEW_PAGE).write_text(render(
         "overview.html", copied_means=COPIED_MEANS, rows=rows,
-        columns=[(env, env.label_lines(table.several_machines())) for env in table.columns],
+        columns=list(zip(table.columns, table.column_labels())),
         examples=example_comparisons(table), differing=[r["kind"] for r in rows if r["marked"]],
         graphs=[name for name in (b.name for b in table.benchmarks)
                 if is_copy_metric(name, results.info(name))],

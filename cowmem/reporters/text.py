@@ -20,12 +20,11 @@ _GAP = 2
 
 def render_table(table: Table, width: int = DEFAULT_WIDTH) -> str:
     """The table as aligned plain text, one section per benchmark, at most ``width`` wide."""
-    several = table.several_machines()
     out = [table.heading(),
            f"* = differs from the row's most common value by {table.thresholds.describe()}"]
     if table.absent:
         out.append("no results at this commit: " + ", ".join(str(e) for e in table.absent))
-    labels = [env.label_lines(several) for env in table.columns]
+    labels = table.column_labels()
     for bench in table.benchmarks:
         out += ["", bench.name + (f" ({bench.unit})" if bench.unit else "")]
         if bench.not_applicable:

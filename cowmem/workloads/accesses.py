@@ -10,6 +10,9 @@ from multiprocessing.reduction import ForkingPickler
 from typing import Any, Mapping
 
 import numpy as np
+# numpy 2 loads numpy.random lazily: random_index would import it in the
+# child, and an import there copies pages of the interpreter's own.
+import numpy.random  # noqa: F401
 
 from . import tables
 from .registry import FRAME, ITERABLE, JSON, NUMBERS, POSITIONS, STRINGS, TABLE, WRITABLE, Access, by_name

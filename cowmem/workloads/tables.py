@@ -39,6 +39,8 @@ def _strings(n: int) -> list:
 
 def _pandas() -> Any:
     import pandas
+    # to_dict's implementation is a module pandas imports on first call.
+    pandas.DataFrame({"id": [0]}).to_dict("records")
     return pandas
 
 
@@ -86,6 +88,7 @@ def arrow_table(n: int) -> Any:
 
 def ndarray_stringdtype(n: int) -> np.ndarray:
     """The strings as a numpy ``StringDType`` array (numpy 2.0+)."""
+    importlib.import_module("numpy.strings")      # for str_len_sum: numpy loads it lazily
     return np.array(_strings(n), dtype=np.dtypes.StringDType())
 
 

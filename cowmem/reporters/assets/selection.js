@@ -17,7 +17,8 @@
      outside the other side's spread, or when it failed on the new side;
    - a changed combination is a row of one kind: failed when any value
      failed, else grew when any grew, else shrank; rows are sorted failures
-     first, then by the largest change in MiB, then in other units. */
+     first, then by the largest change inside the data (track_data_mib), then in
+     any MiB, then in other units. */
 var cowmemSelection = (function () {
     var MIN_COMMIT_PREFIX = 8;
 
@@ -119,13 +120,14 @@ var cowmemSelection = (function () {
     function group(name) { return name.slice(0, name.lastIndexOf('.')); }
 
     function sortKey(row) {
-        var failed = false, mib = 0, other = 0;
+        var failed = false, data = 0, mib = 0, other = 0;
         row.changes.forEach(function (c) {
             if (c.kind === 'failed') { failed = true; return; }
             var d = Math.abs(c.new - c.old);
+            if (c.benchmark.slice(c.benchmark.lastIndexOf('.') + 1) === 'track_data_mib') data = Math.max(data, d);
             if (c.unit === 'MiB') mib = Math.max(mib, d); else other = Math.max(other, d);
         });
-        return [failed ? 0 : 1, -mib, -other];
+        return [failed ? 0 : 1, -data, -mib, -other];
     }
 
     function rowKind(row) {
