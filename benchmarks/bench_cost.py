@@ -22,7 +22,8 @@ import time
 
 import numpy as np
 
-from cowmem import _linux, measure_fork
+from cowmem import measure_fork
+from cowmem._linux.maps import private_writable_ranges, read_maps
 
 MIB = 1 << 20
 ROUNDS = 9
@@ -51,7 +52,7 @@ def _bare_fork():
 def _raw_floor():
     """Two raw reads of the private writable mappings' pagemap entries, ranges found beforehand."""
     ranges = [((start >> 12) * 8, ((stop - start) >> 12) * 8)
-              for start, stop in _linux.private_writable_ranges(_linux.read_maps())]
+              for start, stop in private_writable_ranges(read_maps())]
 
     def read_twice():
         fd = os.open("/proc/self/pagemap", os.O_RDONLY)

@@ -27,12 +27,12 @@ _LAZY: Dict[str, str] = {
     "measure_fork": "fork", "ForkSafetyWarning": "fork",
     "ForkMeter": "meter", "ForkReport": "meter", "Regions": "regions",
     "memory_ranges": "locate",
-    "PAGE_SIZE": "_linux",
+    "PAGE_SIZE": "_linux.pagemap",
     "Explanation": "explain", "CAUSES": "explain",
 }
 
 if TYPE_CHECKING:
-    from ._linux import PAGE_SIZE
+    from ._linux.pagemap import PAGE_SIZE
     from .explain import CAUSES, Explanation
     from .fork import ForkSafetyWarning, measure_fork
     from .locate import memory_ranges

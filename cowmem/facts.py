@@ -89,7 +89,7 @@ def page_size() -> int:
 
 def pfns_readable() -> bool:
     """Whether pagemap shows frame numbers to this process (CAP_SYS_ADMIN), which cowmem's guard needs."""
-    from ._linux import zero_page_frame   # numpy: imported only when asked
+    from ._linux.probe import zero_page_frame   # numpy: imported only when asked
     return zero_page_frame() != 0
 
 

@@ -21,7 +21,9 @@ import traceback
 import warnings
 from typing import Any, Callable, List, Mapping, Optional, Tuple, Union
 
-from . import _linux, children
+from . import children
+from ._linux.buffers import shared_buffer
+from ._linux.pagemap import PAGE_SIZE
 from .errors import (ChildExitedError, ChildKilledError, ChildLostError, ChildTimeoutError,
                      CowmemError, DescriptorsClosedError, InvalidArgumentError)
 from .meter import ForkMeter, ForkReport, RegionSpec, Regions, copied_page_numbers, located
@@ -97,7 +99,7 @@ def measure_fork(access: Callable[[], Any], *,
     with children.held_back() as handlers:
         try:
             _warn_if_threaded()
-            note = _linux.shared_buffer(_linux.PAGE_SIZE, populate=False)
+            note = shared_buffer(PAGE_SIZE, populate=False)
             try:
                 with ForkMeter(regions, cross_checks=cross_checks) as meter:
                     if tracer is not None:

@@ -14,7 +14,7 @@ from typing import Dict, List, NamedTuple, Sequence, Tuple
 
 import numpy as np
 
-from ._linux import PAGE_SHIFT
+from ._linux.pagemap import PAGE_SHIFT
 
 Range = Tuple[int, int]
 

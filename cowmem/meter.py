@@ -10,19 +10,22 @@ docs/method.md describes the method and why each step is as it is.
 
 from __future__ import annotations
 
-import os
 import time
 import traceback
 import types
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 
-from . import _linux
+from ._linux.buffers import own_ranges
+from ._linux.maps import private_writable_now
+from ._linux.pagemap import PAGE_SHIFT, PAGE_SIZE
+from ._linux.probe import pagemap_facts
 from .errors import AccessError, CowmemError, DescriptorsClosedError
+from .meter_buffers import _Found, _keep, _prepare
 from .regions import RegionSpec, Regions
-from ._linux import PAGE_SHIFT, PAGE_SIZE, PFN_MASK
+from .snapshot_diff import _common, _per_region, _runs, compare, exclusive_positions, fresh_in_new_mappings
 
 
 @dataclass(frozen=True)
@@ -124,7 +127,7 @@ class ForkMeter:
 
     def __init__(self, regions: Union[Mapping[str, RegionSpec], Regions, None] = None, *,
                  cross_checks: bool = False) -> None:
-        self._facts = _linux.pagemap_facts()
+        self._facts = pagemap_facts()
         self.cross_checks = bool(cross_checks)
         # Located before the fork (in a helper of its own, see Regions):
         # walking a container in the child would write the very reference
@@ -209,9 +212,9 @@ class ForkMeter:
             blind = snaps.page_numbers(exclusive_positions(before))
             unobserved = [_common(own, blind) for own in self._region_pages.values()]
         fresh_new = 0
-        if _linux.private_writable_now() != self._buffers.planned_for:
+        if private_writable_now() != self._buffers.planned_for:
             # Memory mapped since the parent read its maps has no baseline.
-            known = [(m.start, m.stop) for m in self._targets] + _linux.own_ranges()
+            known = [(m.start, m.stop) for m in self._targets] + own_ranges()
             fresh_new = fresh_in_new_mappings(sorted(known), facts)
         return _Found(snaps.page_numbers(diff.copied), diff.fresh + fresh_new, diff.swapped, unobserved)
 
@@ -277,285 +280,9 @@ def _call_outside(step: Callable[[], Any], name: str) -> None:
         raise _access_error(exc, f"in {name}: ") from None
 
 
-def _prepare(regions: int) -> "_Buffers":
-    """Every buffer the child writes, with snapshots planned for the parent's private writable mappings.
-
-    Making the buffers can add a mapping (a new allocator arena) after the
-    maps were read: read again until they hold still, or a page present at
-    the fork would have no baseline.  The mappings so found are kept
-    (``planned_for``): the child compares its own with them after the
-    access, to see whether it mapped memory the snapshots do not cover,
-    and the next ForkMeter, finding them unchanged, reuses the plans and
-    makes nothing that a second reading would have to look for.
-    """
-    for _ in range(5):
-        now = _linux.private_writable_now()
-        buffers = _spare_planned_for(now, regions)
-        if buffers is not None:
-            return buffers
-        text = _linux.read_maps_text()  # for the mappings' names
-        targets = _linux.subtract_from_maps(_linux.parse_maps(text, private_writable_only=True),
-                                            _linux.own_ranges())
-        ranges = [(m.start, m.stop) for m in targets]
-        buffers = _take_buffers(_linux.PagemapSnapshots.bytes_for(ranges), regions)
-        buffers.plan(targets)
-        after = _linux.private_writable_now()
-        if _linux.subtract_ranges(after, _linux.own_ranges()) == ranges:
-            buffers.planned_for = after
-            return buffers
-        _keep(buffers)
-    raise CowmemError("this process's mappings kept changing while cowmem prepared its "
-                      "buffers (another thread mapping memory?); try again")
-
-
-class _Buffers:
-    """Everything a measuring child writes: snapshots, counters, findings.
-
-    Kept for the next ForkMeter when closed, with the snapshots' plans
-    (one spare set per process): none of it is measured, and reusing it
-    spares both mapping anything while the maps are read, which would mean
-    reading them again, and planning again for mappings that did not change.
-    """
-
-    def __init__(self, snapshot_bytes: int, regions: int) -> None:
-        # Room to grow: the same data measured again seldom needs more.
-        snapshot_bytes += snapshot_bytes // 4 + (1 << 16)
-        self.memory = _linux.UnforkedBuffer(snapshot_bytes)
-        self.findings = _Findings(regions + snapshot_bytes // 16)
-        self.counters = _linux.ProcCounters()
-        self.owner = os.getpid()
-        self.targets: List[_linux.Mapping] = []
-        self.snaps: Optional[_linux.PagemapSnapshots] = None
-        self.planned_for: List[Tuple[int, int]] = []
-
-    def fits(self, snapshot_bytes: int, regions: int) -> bool:
-        return self.memory.capacity >= snapshot_bytes and self.findings.capacity >= regions + snapshot_bytes // 16
-
-    def plan(self, targets: List[_linux.Mapping]) -> None:
-        """Snapshots of ``targets`` in these buffers."""
-        if self.snaps is not None:
-            self.snaps.close()
-        self.targets = targets
-        self.snaps = _linux.PagemapSnapshots([(m.start, m.stop) for m in targets], self.memory.view)
-        self.planned_for = []
-
-    def close(self) -> None:
-        if self.snaps is not None:
-            self.snaps.close()
-        self.memory.close()
-        self.findings.close()
-        self.counters.close()
-
-
-# At most one set, and only this process's: a set inherited from the
-# process this one was forked from is left alone, its shared memory being
-# that process's too.
-_spare: List[_Buffers] = []
-
-
-def _spare_planned_for(mappings: List[Tuple[int, int]], regions: int) -> Optional[_Buffers]:
-    """The spare set, taken, if its plans are for ``mappings`` and it has room for ``regions``."""
-    if not (_spare and _spare[0].owner == os.getpid() and _spare[0].planned_for == mappings
-            and _spare[0].fits(0, regions)):
-        return None
-    buffers = _spare.pop()
-    buffers.findings.reset(regions)
-    return buffers
-
-
-def _take_buffers(snapshot_bytes: int, regions: int) -> _Buffers:
-    """The spare set if it fits, else new buffers."""
-    buffers = _spare.pop() if _spare and _spare[0].owner == os.getpid() else None
-    if buffers is None or not buffers.fits(snapshot_bytes, regions):
-        if buffers is not None:
-            buffers.close()
-        buffers = _Buffers(snapshot_bytes, regions)
-    buffers.findings.reset(regions)
-    return buffers
-
-
-def _keep(buffers: _Buffers) -> None:
-    """Keep ``buffers`` as the spare, or release them if the spare is larger."""
-    if _spare and _spare[0].owner == os.getpid() and _spare[0].memory.capacity >= buffers.memory.capacity:
-        buffers.close()
-        return
-    while _spare:
-        spare = _spare.pop()
-        if spare.owner == os.getpid():
-            spare.close()
-    _spare.append(buffers)
-
-
-class _Found(NamedTuple):
-    copied: np.ndarray          # page numbers of the copied pages, sorted
-    fresh: int                  # pages
-    swapped: int                # pages
-    unobserved: Sequence[int]   # pages, one count per region
-
-
-class _Findings:
-    """What the child found, left in shared memory for whoever builds the report.
-
-    Counts first, one count per region next, then the copied pages'
-    numbers (``capacity`` words for both).  Mapped but not populated: only
-    the pages the child writes are ever faulted in, a few for most accesses.
-    """
-
-    _DONE, _FRESH, _SWAPPED, _ACCESS_NS, _COPIED = range(5)
-    _HEAD = 5
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self._buffer = _linux.shared_buffer((self._HEAD + capacity) * 8, populate=False)
-        # Counts through a plain view: numpy's first calls in a child cost more.
-        self._words = memoryview(self._buffer).cast("q")
-        self._regions = 0
-
-    def reset(self, regions: int) -> None:
-        """Ready for a run measuring ``regions`` regions."""
-        self._regions = regions
-        if self._words[self._DONE]:
-            self._words[self._DONE] = 0
-
-    def store(self, found: _Found, access_ns: int) -> None:
-        words, first = self._words, self._HEAD + self._regions
-        if found.copied.size:
-            np.frombuffer(self._buffer, np.int64, found.copied.size, first * 8)[:] = found.copied.view(np.int64)
-        for k, count in enumerate(found.unobserved):
-            words[self._HEAD + k] = count
-        words[self._FRESH], words[self._SWAPPED] = found.fresh, found.swapped
-        words[self._ACCESS_NS], words[self._COPIED] = access_ns, found.copied.size
-        words[self._DONE] = 1
-
-    def load(self) -> Tuple[_Found, int]:
-        """(what was found, access nanoseconds); raises CowmemError before a completed run."""
-        words, first = self._words, self._HEAD + self._regions
-        if words[self._DONE] != 1:
-            raise CowmemError("no measurement to report: ForkMeter.run() has not completed")
-        copied = np.frombuffer(self._buffer, np.uint64, words[self._COPIED], first * 8).copy()
-        found = _Found(copied, words[self._FRESH], words[self._SWAPPED],
-                       [words[self._HEAD + k] for k in range(self._regions)])
-        return found, words[self._ACCESS_NS]
-
-    def close(self) -> None:
-        self._words.release()
-        _linux.release(self._buffer)
-
-
-def _per_region(region_pages: Mapping[str, np.ndarray], pages: np.ndarray) -> Mapping[str, int]:
-    """Bytes of ``pages`` (sorted, unique) inside each region's own (sorted, unique) pages."""
-    return types.MappingProxyType({name: _common(own, pages) * PAGE_SIZE for name, own in region_pages.items()})
-
-
-def _common(a: np.ndarray, b: np.ndarray) -> int:
-    """How many values two sorted unique arrays share: the smaller looked up in the larger."""
-    small, large = (a, b) if a.size <= b.size else (b, a)
-    if not small.size:
-        return 0
-    at = large.searchsorted(small).clip(max=large.size - 1)
-    return int(np.count_nonzero(large[at] == small))
-
-
-def _runs(pages: np.ndarray) -> Tuple[Tuple[int, int], ...]:
-    """Merge sorted page numbers into byte ranges ``(start, stop)``."""
-    if pages.size == 0:
-        return ()
-    breaks = ((pages[1:] - pages[:-1]) != 1).nonzero()[0]
-    firsts = np.concatenate((pages[:1], pages[breaks + 1])).tolist()
-    lasts = np.concatenate((pages[breaks], pages[-1:])).tolist()
-    return tuple((f << PAGE_SHIFT, (l + 1) << PAGE_SHIFT) for f, l in zip(firsts, lasts))
-
-
 def copied_page_numbers(report: ForkReport) -> np.ndarray:
     """The page numbers (address >> 12) of every page the report counts as copied."""
     parts = [np.arange(start >> PAGE_SHIFT, stop >> PAGE_SHIFT, dtype=np.uint64)
              for start, stop in report.copied_ranges]
     return np.concatenate(parts) if parts else np.zeros(0, np.uint64)
 
-
-_PRESENT, _SWAPPED = _linux.FLAG_PRESENT, _linux.FLAG_SWAPPED
-_FILE, _EXCLUSIVE = _linux.FLAG_FILE_OR_SHARED, _linux.FLAG_EXCLUSIVE
-_KIND = _PRESENT | _FILE | _EXCLUSIVE
-_NEITHER, _COPIED, _FRESH, _HIDDEN_BY_SWAP = range(4)
-
-
-def _classes() -> np.ndarray:
-    """What a change of a page's flags means, for every pair: index ``before * 256 + after``.
-
-    Copied: present, anonymous and shared before; exclusive after.  Fresh:
-    exclusive after and not present (nor swapped out) before, or a file
-    page before (a private file page's first write copies the page cache,
-    not the parent).  Hidden by swap: swapped out after, or swapped out
-    before and exclusive after: whether a copy happened cannot be seen.
-    """
-    before = np.repeat(np.arange(256, dtype=np.uint8), 256)
-    after = np.tile(np.arange(256, dtype=np.uint8), 256)
-    mine_after = (after & _KIND) == (_PRESENT | _EXCLUSIVE)
-    classes = np.full(65536, _NEITHER, np.uint8)
-    classes[mine_after & ((before & _KIND) == _PRESENT)] = _COPIED
-    classes[mine_after & ((before & (_PRESENT | _FILE)) != _PRESENT) & ((before & _SWAPPED) == 0)] = _FRESH
-    classes[((after & _SWAPPED) != 0) | (mine_after & ((before & _SWAPPED) != 0))] = _HIDDEN_BY_SWAP
-    return classes
-
-
-# Made here, in the parent: a child only reads it.
-_CLASSES = _classes()
-
-
-class Diff(NamedTuple):
-    """What happened between two snapshots of the same pages (positions in the snapshots)."""
-
-    copied: np.ndarray   # positions of the copied pages, sorted
-    fresh: int           # pages populated without a copy
-    swapped: int         # pages swapped out in a snapshot, whose entry changed
-
-
-def compare(before: np.ndarray, after: np.ndarray, zero_frame: Optional[int],
-            changed: Optional[np.ndarray] = None) -> Diff:
-    """Classify every page whose entry changed between two snapshots of the same pages.
-
-    By the change of its flags (``_classes``); and where frame numbers are
-    readable (``zero_frame`` not None), a copied page must also have a new
-    frame (the parent's write after the fork leaves the child's in place)
-    and not have been the zero page (a first write to it is fresh).  A page
-    whose entry did not change is none of these, so only those that
-    changed (``changed``: their positions, found here if not given) are
-    looked at: a few pages for most accesses.
-    """
-    if changed is None:
-        changed = (before != after).nonzero()[0]
-    if not changed.size:
-        return Diff(changed, 0, 0)
-    b, a = before[changed], after[changed]
-    classes = _CLASSES[((b >> np.uint64(48)) & np.uint64(0xFF00)) | (a >> np.uint64(56))]
-    copied = changed[classes == _COPIED]
-    fresh = int(np.count_nonzero(classes == _FRESH))
-    if zero_frame is not None and copied.size:
-        frame_before = before[copied] & PFN_MASK
-        was_zero = frame_before == np.uint64(zero_frame) if zero_frame else np.zeros(copied.size, bool)
-        fresh += int(np.count_nonzero(was_zero))
-        copied = copied[~was_zero & (frame_before != (after[copied] & PFN_MASK))]
-    return Diff(copied, fresh, int(np.count_nonzero(classes == _HIDDEN_BY_SWAP)))
-
-
-def exclusive_positions(entries: np.ndarray) -> np.ndarray:
-    """Positions of the present, anonymous, exclusively mapped pages of a snapshot."""
-    return ((_linux.flags(entries) & _KIND) == (_PRESENT | _EXCLUSIVE)).nonzero()[0]
-
-
-def fresh_in_new_mappings(known: Sequence[Tuple[int, int]], facts: _linux.PagemapFacts) -> int:
-    """Pages this process holds alone in private writable memory outside ``known`` (sorted ranges).
-
-    Present, anonymous, exclusively mapped, not the zero page: populated by
-    this process.  A present page there without the exclusive bit is still
-    shared with the parent (mapped by it after the snapshots' ranges were
-    read): not fresh.
-    """
-    new = _linux.subtract_ranges(_linux.private_writable_ranges(_linux.read_maps()), known)
-    if not new:
-        return 0
-    entries = _linux.read_entries(new)
-    mine = (_linux.flags(entries) & _KIND) == (_PRESENT | _EXCLUSIVE)
-    if facts.frames_readable and facts.zero_frame:
-        mine &= (entries & PFN_MASK) != np.uint64(facts.zero_frame)
-    return int(np.count_nonzero(mine))

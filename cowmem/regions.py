@@ -6,7 +6,9 @@ from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 import numpy as np
 
-from . import _linux
+from ._linux.maps import private_writable_now
+from ._linux.pagemap import page_span
+from ._linux.ranges import intersect_ranges
 from .errors import InvalidArgumentError
 from .locate import locate
 
@@ -51,9 +53,9 @@ class Regions:
         located = locate(self.objects, depth=depth)
         # A range counts the private writable memory mapped inside it: only
         # that is ever measured, and (0, 2**47) would be 2**35 page numbers.
-        mapped = _linux.private_writable_now() if any(map(is_range, regions.values())) else []
+        mapped = private_writable_now() if any(map(is_range, regions.values())) else []
         self.pages: Dict[str, np.ndarray] = {
-            name: _linux.page_span(_linux.intersect_ranges([spec], mapped)) if is_range(spec)
+            name: page_span(intersect_ranges([spec], mapped)) if is_range(spec)
             else located.pages[name]
             for name, spec in regions.items()}
         self.unlocated: Dict[str, Dict[str, int]] = {

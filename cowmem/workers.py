@@ -34,7 +34,8 @@ from dataclasses import asdict, dataclass
 from functools import partial
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from . import _linux, children
+from . import children
+from ._linux.probe import pagemap_facts
 from .errors import (AccessError, ChildExitedError, ChildKilledError, ChildTimeoutError, InvalidArgumentError,
                      UnknownNameError)
 from .fork import LONGEST_WAIT, check_timeout
@@ -154,7 +155,7 @@ def run_workers(access: Callable[[Any], Any], data: Any, *, workers: int = 4,
     method = resolve_start_method(start_method)
     ctx = multiprocessing.get_context(method)
     if method == "fork":
-        _linux.pagemap_facts()
+        pagemap_facts()
         regions = located(regions)
     else:
         _start_helpers(method)

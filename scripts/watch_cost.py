@@ -26,7 +26,8 @@ import time
 
 import numpy as np
 
-from cowmem import _linux
+from cowmem._linux.maps import private_writable_ranges, read_maps
+from cowmem._linux.pagemap import read_entries
 from cowmem.watch.processes import tree
 from cowmem.watch.watcher import Watcher
 
@@ -65,11 +66,11 @@ class Floor:
 
     def read(self):
         for pid in self.pids:
-            ranges = _linux.private_writable_ranges(_linux.read_maps(f"/proc/{pid}/maps"))
+            ranges = private_writable_ranges(read_maps(f"/proc/{pid}/maps"))
             need = sum(stop - start for start, stop in ranges) // 4096
             if self.buffers[pid].size < need:
                 self.buffers[pid] = np.empty(need, np.uint64)
-            _linux.read_entries(ranges, f"/proc/{pid}/pagemap", out=self.buffers[pid])
+            read_entries(ranges, f"/proc/{pid}/pagemap", out=self.buffers[pid])
 
 
 def timed(call) -> float:

@@ -20,9 +20,9 @@ import pytest
 
 
 def _frames() -> Optional[str]:
-    from cowmem import _linux
+    from cowmem._linux.probe import pagemap_facts
 
-    if _linux.pagemap_facts().frames_readable:
+    if pagemap_facts().frames_readable:
         return None
     return "page frame numbers are unreadable here (they need root: CAP_SYS_ADMIN)"
 
@@ -39,11 +39,12 @@ def _userfaultfd() -> Optional[str]:
 
 
 def _thp() -> Optional[str]:
-    from cowmem import _linux
+    from cowmem._linux.buffers import huge_page_size
+    from cowmem._linux.probe import pagemap_facts
 
-    if not _linux.huge_page_size():
+    if not huge_page_size():
         return "transparent huge pages are off (THP 'never')"
-    if _linux.pagemap_facts().exclusive_per_page is None:
+    if pagemap_facts().exclusive_per_page is None:
         return "the kernel made no transparent huge page when asked (madvise)"
     return None
 

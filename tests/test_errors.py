@@ -10,7 +10,7 @@ import time
 import pytest
 
 import cowmem
-from cowmem import _linux
+from cowmem._linux import pagemap
 from cowmem.errors import (AccessError, ChildExitedError, ChildKilledError, ChildTimeoutError,
                            CowmemError, UnsupportedPlatformError)
 
@@ -99,14 +99,14 @@ def test_ctrl_c_in_the_parent_reaps_the_child():
 
 
 def test_no_pagemap_is_a_clear_platform_error(monkeypatch):
-    monkeypatch.setattr(_linux, "PAGEMAP_PATH", "/proc/self/no-such-pagemap")
+    monkeypatch.setattr(pagemap, "PAGEMAP_PATH", "/proc/self/no-such-pagemap")
     with pytest.raises(UnsupportedPlatformError, match="no-such-pagemap"):
         cowmem.measure_fork(lambda: None)
 
 
 def test_kernel_without_the_exclusive_bit_is_refused(monkeypatch):
     # A pagemap that reports nothing (all zero entries): never a number.
-    monkeypatch.setattr(_linux, "PAGEMAP_PATH", "/dev/zero")
+    monkeypatch.setattr(pagemap, "PAGEMAP_PATH", "/dev/zero")
     with pytest.raises(UnsupportedPlatformError, match="exclusive"):
         cowmem.measure_fork(lambda: None)
 

@@ -27,7 +27,8 @@ from cowmem.explain import CAUSES, FaultTracer
 from cowmem.explain.causes import classify
 from cowmem.index import ObjectIndex
 from cowmem.locate import index_objects
-from cowmem._linux import PAGE_SHIFT, page_span, read_maps
+from cowmem._linux.maps import read_maps
+from cowmem._linux.pagemap import PAGE_SHIFT, page_span
 
 from capabilities import needs
 from test_ground_truth import anon_huge_bytes

@@ -10,7 +10,13 @@ import numpy as np
 import pytest
 
 from cowmem import PAGE_SIZE, ForkMeter, measure_fork
-from cowmem import _linux, meter
+from cowmem import snapshot_diff
+from cowmem._linux import probe
+from cowmem._linux.buffers import shared_buffer
+from cowmem._linux.maps import private_writable_ranges, read_maps
+from cowmem._linux.pagemap import FLAG_EXCLUSIVE, FLAG_PRESENT, PAGEMAP_PATH
+from cowmem._linux.ranges import subtract_ranges
+from cowmem._linux.snapshots import PagemapSnapshots
 from cowmem.errors import UnsupportedPlatformError
 
 from capabilities import needs
@@ -39,7 +45,7 @@ def test_swapped_pages_are_counted_apart_never_as_copied_or_fresh():
     before = np.array([b for b, _, _ in cases], np.uint64)
     after = np.array([a for _, a, _ in cases], np.uint64)
     kinds = [k for _, _, k in cases]
-    diff = meter.compare(before, after, ZERO_FRAME)
+    diff = snapshot_diff.compare(before, after, ZERO_FRAME)
     assert diff.copied.tolist() == [i for i, k in enumerate(kinds) if k == "copied"]
     assert diff.fresh == kinds.count("fresh")
     assert diff.swapped == kinds.count("swapped")
@@ -51,7 +57,7 @@ def test_the_report_counts_written_pages_that_were_swapped_out_in_swapped_bytes(
     view = np.frombuffer(buf, np.uint8)
     view[::PAGE_SIZE] = 1
     first = view.ctypes.data >> 12
-    take = _linux.PagemapSnapshots.take
+    take = PagemapSnapshots.take
 
     def swap_some_out(self, which):
         take(self, which)
@@ -62,7 +68,7 @@ def test_the_report_counts_written_pages_that_were_swapped_out_in_swapped_bytes(
                                                np.arange(first, first + swapped_out, dtype=np.uint64)))
             self.entries[1][positions] = np.uint64(SWAPPED | 0x99)
 
-    monkeypatch.setattr(_linux.PagemapSnapshots, "take", swap_some_out)
+    monkeypatch.setattr(PagemapSnapshots, "take", swap_some_out)
     span = (view.ctypes.data, view.ctypes.data + view.size)
     report = measure_fork(lambda: view.__setitem__(slice(None, None, PAGE_SIZE), 2), regions={"pages": span})
     assert report.regions["pages"] == (k - swapped_out) * PAGE_SIZE
@@ -74,20 +80,20 @@ def test_the_report_counts_written_pages_that_were_swapped_out_in_swapped_bytes(
 
 def test_pages_of_a_late_mapping_count_as_fresh_only_where_this_process_holds_them_alone():
     n, written = 256, 10
-    facts = _linux.pagemap_facts()
+    facts = probe.pagemap_facts()
     late = mmap.mmap(-1, n * PAGE_SIZE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     view = np.frombuffer(late, np.uint8)
     start = view.ctypes.data
     view[::PAGE_SIZE] = 1  # present before the fork: shared with the child after it
-    known = sorted(_linux.subtract_ranges(_linux.private_writable_ranges(_linux.read_maps()),
-                                          [(start, start + n * PAGE_SIZE)]))
-    shared = _linux.shared_buffer(PAGE_SIZE)
+    known = sorted(subtract_ranges(private_writable_ranges(read_maps()),
+                           [(start, start + n * PAGE_SIZE)]))
+    shared = shared_buffer(PAGE_SIZE)
     counts = np.frombuffer(shared, np.int64)
     pid = os.fork()
     if pid == 0:
         try:
             view[:written * PAGE_SIZE:PAGE_SIZE] = 2
-            counts[0] = meter.fresh_in_new_mappings(known, facts)
+            counts[0] = snapshot_diff.fresh_in_new_mappings(known, facts)
         finally:
             os._exit(0)
     os.waitpid(pid, 0)
@@ -119,21 +125,21 @@ def test_a_meter_whose_process_maps_memory_before_the_fork_counts_none_of_it_as_
 
 def folio_answer(per_page):
     """A huge page's flags after the probe's writes, as each kind of kernel shows them."""
-    flags = np.full(512, _linux.FLAG_PRESENT, np.uint8)
-    flags[1] |= _linux.FLAG_EXCLUSIVE          # this process's own copy
+    flags = np.full(512, FLAG_PRESENT, np.uint8)
+    flags[1] |= FLAG_EXCLUSIVE          # this process's own copy
     if per_page:
-        flags[0] |= _linux.FLAG_EXCLUSIVE      # mapped by this process alone
+        flags[0] |= FLAG_EXCLUSIVE      # mapped by this process alone
     return flags
 
 
 @pytest.fixture
 def fresh_facts(monkeypatch):
     """The probe runs again, with whatever answer the test gives it."""
-    monkeypatch.setattr(_linux, "_facts", {})
+    monkeypatch.setattr(probe, "_facts", {})
 
 
 def test_a_kernel_that_decides_the_exclusive_bit_per_folio_is_refused(fresh_facts, monkeypatch):
-    monkeypatch.setattr(_linux, "_huge_page_split_by_both", lambda path: folio_answer(per_page=False))
+    monkeypatch.setattr(probe, "_huge_page_split_by_both", lambda path: folio_answer(per_page=False))
     with pytest.raises(UnsupportedPlatformError, match="CONFIG_NO_PAGE_MAPCOUNT"):
         measure_fork(lambda: None)
     with pytest.raises(UnsupportedPlatformError, match="per large folio"):
@@ -141,21 +147,21 @@ def test_a_kernel_that_decides_the_exclusive_bit_per_folio_is_refused(fresh_fact
 
 
 def test_a_kernel_that_decides_it_per_page_is_measured(fresh_facts, monkeypatch):
-    monkeypatch.setattr(_linux, "_huge_page_split_by_both", lambda path: folio_answer(per_page=True))
-    assert _linux.pagemap_facts().exclusive_per_page is True
+    monkeypatch.setattr(probe, "_huge_page_split_by_both", lambda path: folio_answer(per_page=True))
+    assert probe.pagemap_facts().exclusive_per_page is True
     measure_fork(lambda: None)
 
 
 def test_without_a_huge_page_the_probe_says_it_cannot_tell(fresh_facts, monkeypatch):
-    monkeypatch.setattr(_linux, "_huge_page_split_by_both", lambda path: None)
-    assert _linux.pagemap_facts().exclusive_per_page is None
+    monkeypatch.setattr(probe, "_huge_page_split_by_both", lambda path: None)
+    assert probe.pagemap_facts().exclusive_per_page is None
     measure_fork(lambda: None)
 
 
 @needs("thp")
 def test_this_kernel_decides_the_exclusive_bit_per_page(fresh_facts):
-    flags = _linux._huge_page_split_by_both(_linux.PAGEMAP_PATH)
+    flags = probe._huge_page_split_by_both(PAGEMAP_PATH)
     assert flags is not None and flags.size == 512
-    mine = (flags & _linux.FLAG_EXCLUSIVE) != 0
+    mine = (flags & FLAG_EXCLUSIVE) != 0
     assert mine[0] and mine[1] and not mine[2:].any()
-    assert _linux.pagemap_facts().exclusive_per_page is True
+    assert probe.pagemap_facts().exclusive_per_page is True

@@ -14,8 +14,8 @@ import threading
 import numpy as np
 import pytest
 
-import cowmem
 from cowmem import PAGE_SIZE, CowmemError, ForkMeter, Regions, measure_fork
+from cowmem._linux.maps import read_maps
 from cowmem.errors import ChildLostError, DescriptorsClosedError, InvalidArgumentError
 from cowmem.workers import run_workers
 
@@ -101,7 +101,7 @@ def test_a_worker_count_that_is_not_a_positive_int_is_refused(workers):
 def test_a_range_over_the_whole_address_space_counts_what_is_mapped():
     everything = (0, 2**47)
     located = Regions({"all": everything})
-    mapped = sum(m.stop - m.start for m in cowmem._linux.read_maps() if m.private_writable)
+    mapped = sum(m.stop - m.start for m in read_maps() if m.private_writable)
     # The mapped pages at most, not 2**35 of them (256 GiB of page numbers).
     assert located.pages["all"].size * PAGE_SIZE <= mapped
     buf, span, access = pages(100)

@@ -563,10 +563,10 @@ def test_exitfirst_stops_after_the_first_failure(project):
 
 def test_a_platform_cowmem_cannot_measure_is_a_skip_before_the_fixtures(project):
     project.makeconftest(textwrap.dedent(CONFTEST) + textwrap.dedent("""
-        import cowmem._linux
+        import cowmem._linux.pagemap
 
         # No pagemap here, as on a kernel without /proc/PID/pagemap.
-        cowmem._linux.PAGEMAP_PATH = "/nonexistent/pagemap"
+        cowmem._linux.pagemap.PAGEMAP_PATH = "/nonexistent/pagemap"
 
         @pytest.fixture
         def side_effect():

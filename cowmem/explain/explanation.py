@@ -20,7 +20,8 @@ from .. import helper
 from ..errors import CowmemError
 from ..index import ObjectIndex, distinct
 from ..paths import find_paths
-from .._linux import PAGE_SHIFT, PAGE_SIZE, Mapping as MapsEntry
+from .._linux.maps import Mapping as MapsEntry
+from .._linux.pagemap import PAGE_SHIFT, PAGE_SIZE
 from .causes import CAUSES, classify, field_name
 
 

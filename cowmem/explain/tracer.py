@@ -46,7 +46,8 @@ from .. import helper, uffd
 from ..errors import ExplainError
 from ..index import distinct
 from ..locate import index_objects
-from .._linux import PAGE_SHIFT, read_maps
+from .._linux.maps import read_maps
+from .._linux.pagemap import PAGE_SHIFT
 from .explanation import Data, Explanation, summarise
 
 Range = Tuple[int, int]

@@ -128,10 +128,10 @@ def _platform_problem(config: pytest.Config) -> Optional[str]:
         from ..errors import UnsupportedPlatformError
 
         try:
-            from .. import _linux
+            from .._linux.probe import check_pagemap
             from . import limit  # noqa: F401  (the object layouts refuse unknown interpreters)
 
-            _linux.check_pagemap()
+            check_pagemap()
             config.stash[_PLATFORM] = None
         except (UnsupportedPlatformError, NotImplementedError) as exc:
             config.stash[_PLATFORM] = str(exc)

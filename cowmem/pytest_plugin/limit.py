@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from ..errors import CowmemError, ExplainUnavailableError, UnsupportedPlatformError
-from .._linux import page_span
+from .._linux.pagemap import page_span
 from ..meter import ForkReport, Regions, copied_page_numbers
 from ..locate import object_block
 from .message import failure_message

@@ -61,7 +61,7 @@ from typing import Dict, Optional, Sequence
 
 import numpy as np
 
-from .._linux import PAGE_SIZE
+from .._linux.pagemap import PAGE_SIZE
 from .pagemaps import PageRanges, ProcessPages
 
 

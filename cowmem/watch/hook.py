@@ -24,7 +24,7 @@ from typing import Optional
 
 import numpy as np
 
-from .._linux import PAGE_SHIFT as _PAGE_SHIFT
+from .._linux.pagemap import PAGE_SHIFT as _PAGE_SHIFT
 from ..errors import CowmemError
 from ..index import ObjectIndex, TypeInfo
 from . import processes

@@ -2,7 +2,7 @@
 
 One read of a process takes its private writable mappings from
 ``/proc/PID/maps`` and their entries from ``/proc/PID/pagemap`` (through
-``cowmem._linux``, the one encoding of the pagemap bits).  Of each entry it
+``cowmem._linux.pagemap``, the one encoding of the pagemap bits).  Of each entry it
 keeps the frame number of a present anonymous page (0 where there is none,
 where the page is a file's, and where it is the kernel's shared zero page,
 which holds nobody's data) and the entry's flag byte.
@@ -24,9 +24,11 @@ from typing import Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .. import _linux
+from .._linux import pagemap
+from .._linux.maps import Mapping, read_maps
+from .._linux.pagemap import FLAG_EXCLUSIVE, FLAG_FILE_OR_SHARED, FLAG_PRESENT, PAGE_SHIFT, PFN_MASK
+from .._linux.ranges import subtract_ranges
 from ..errors import CowmemError
-from .._linux import FLAG_EXCLUSIVE, FLAG_FILE_OR_SHARED, FLAG_PRESENT, PAGE_SHIFT, PFN_MASK
 
 
 class ProcessGone(CowmemError):
@@ -52,7 +54,7 @@ class PageRanges:
     labels: Tuple[str, ...]
 
     @classmethod
-    def of(cls, maps: Sequence[_linux.Mapping]) -> "PageRanges":
+    def of(cls, maps: Sequence[Mapping]) -> "PageRanges":
         keep = [m for m in maps if m.private_writable and m.stop > m.start]
         return cls(tuple(m.start >> PAGE_SHIFT for m in keep), tuple(m.stop >> PAGE_SHIFT for m in keep),
                    tuple(m.label for m in keep))
@@ -103,7 +105,7 @@ class PageRanges:
 
     def minus(self, other: "PageRanges") -> List[Tuple[int, int]]:
         """The page ranges ``[start, stop)`` of these that ``other`` does not map."""
-        return _linux.subtract_ranges(list(zip(self.starts, self.stops)), list(zip(other.starts, other.stops)))
+        return subtract_ranges(list(zip(self.starts, self.stops)), list(zip(other.starts, other.stops)))
 
 
 @dataclass(frozen=True)
@@ -112,7 +114,7 @@ class ProcessPages:
 
     ``frames[k]`` is the frame number behind position ``k`` (see
     ``PageRanges``) when a private anonymous page other than the zero page
-    is there, else 0; ``flags[k]`` is the entry's top byte (``_linux.FLAG_*``).
+    is there, else 0; ``flags[k]`` is the entry's top byte (``pagemap.FLAG_*``).
     Without readable frame numbers every frame is 0 and only the flags tell.
     ``ranges`` are the process's own mappings, or those of the parent it
     was read onto; ``outside`` then counts its anonymous pages (the zero page
@@ -188,11 +190,11 @@ class PageReader:
         pid = self.pid
         frames_buffer, flags_buffer = self._turns[self._turn]
         try:
-            own = PageRanges.of(_linux.read_maps(f"/proc/{pid}/maps"))
+            own = PageRanges.of(read_maps(f"/proc/{pid}/maps"))
             ranges = own if onto is None else onto
             entries = frames_buffer.get(ranges.npages)
             pieces, outside = self._plan(own, ranges, entries)
-            _linux.read_entries_into(pieces, f"/proc/{pid}/pagemap")
+            pagemap.read_entries_into(pieces, f"/proc/{pid}/pagemap")
         except (FileNotFoundError, ProcessLookupError) as exc:
             raise ProcessGone(pid) from exc
         except PermissionError:
@@ -203,11 +205,11 @@ class PageReader:
         if not own.starts:
             raise ProcessGone(pid)  # a zombie: no memory at all
         self._turn ^= 1
-        flags = _linux.flags(entries, out=flags_buffer.get(entries.size))
+        flags = pagemap.flags(entries, out=flags_buffer.get(entries.size))
         frames = self._frames(entries, flags)
         held_outside = 0
         if outside.size:
-            outside_flags = _linux.flags(outside)
+            outside_flags = pagemap.flags(outside)
             held_outside = int(np.count_nonzero(self._frames(outside, outside_flags) if self.zero_frame
                                                 else anonymous(outside_flags)))
         return ProcessPages(pid, ranges, frames, flags, held_outside)

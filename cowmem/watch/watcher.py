@@ -24,7 +24,7 @@ from typing import Dict, List, Optional, Set, Tuple
 
 import numpy as np
 
-from .. import _linux
+from .._linux.probe import check_pagemap, zero_page_frame
 from ..errors import UnknownNameError, UnsupportedPlatformError
 from ..index import ObjectIndex
 from . import hook, processes
@@ -118,9 +118,9 @@ class Watcher:
         info = processes.read_stat(pid)
         if info is None or not info.alive:
             raise NoSuchProcessError(f"no running process with pid {pid}")
-        _linux.check_pagemap()
+        check_pagemap()
         self.pid = pid
-        self._zero_frame = _linux.zero_page_frame()
+        self._zero_frame = zero_page_frame()
         self.frames_readable = bool(self._zero_frame)
         self._tracked: Dict[Key, _Tracked] = {}
         self._seen_at_end: Optional[Set[Key]] = None
