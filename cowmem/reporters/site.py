@@ -99,13 +99,15 @@ def headline_rows(table: Table) -> List[Dict[str, object]]:
     # Each kind's best row over all the benchmarks that measure it (bench_gc's
     # frozen collections among them), in the order of the benchmarks they come
     # from: the kinds of one topic together.
-    best = sorted((min(found, key=lambda item: (
-        _preference(item[1].get("access")), item[1].get("gc", "plain") != "plain")) + (kind,)
-        for kind, found in candidates.items()), key=lambda item: item[0])
-    picked = [(kind, shown, row) for _, shown, row, kind in best]
+    picked = []
+    for kind, found in candidates.items():
+        place, shown, row = min(found, key=lambda item: (
+            _preference(item[1].get("access")), item[1].get("gc", "plain") != "plain"))
+        picked.append((place, kind, shown, row))
+    picked.sort(key=lambda item: item[0])
     rows: List[Dict[str, object]] = []
-    top = max((abs(c) for _, _, row in picked for c in row.cells if is_measured(c)), default=0.0)
-    for kind, shown, row in picked:
+    top = max((abs(c) for *_, row in picked for c in row.cells if is_measured(c)), default=0.0)
+    for _, kind, shown, row in picked:
         rows.append({"kind": kind, "params": shown, "marked": any(row.marked),
                      "differs": list(row.marked),
                      "cells": [(format_value(c), cell_class(c, m, top))
