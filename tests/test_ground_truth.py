@@ -25,8 +25,13 @@ INTERPRETER_PAGES = 24
 
 
 def _bytearray():
-    buf = bytearray(b"\x01") * (PAGES * PAGE_SIZE)
-    return buf, np.frombuffer(buf, np.uint8)
+    # One page more, and the view starts at its first whole page: a bytearray
+    # from the heap shares its partial first and last pages with the
+    # allocator's other chunks, which the child may write itself.
+    buf = bytearray(b"\x01") * ((PAGES + 1) * PAGE_SIZE)
+    whole = np.frombuffer(buf, np.uint8)
+    skip = -whole.ctypes.data % PAGE_SIZE
+    return buf, whole[skip:skip + PAGES * PAGE_SIZE]
 
 
 def _private_mmap():
