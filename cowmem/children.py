@@ -96,9 +96,12 @@ class held_back:
             _put_back(_handlers)
             _handlers.clear()
             _state[0] = False
-            for signum in dict.fromkeys(_pending):
-                _signal.raise_signal(signum)
+            # Cleared first: a signal taken by another thread (the mask is this
+            # thread's) may still surface here, and must not leave them queued.
+            held = list(dict.fromkeys(_pending))
             _pending.clear()
+            for signum in held:
+                _signal.raise_signal(signum)
         finally:
             _signal.pthread_sigmask(_signal.SIG_SETMASK, blocked)
 
