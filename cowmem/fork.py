@@ -43,7 +43,9 @@ LONGEST_WAIT = 3600.0
 
 def check_timeout(timeout: Any) -> float:
     """``timeout`` as seconds: a positive real number, infinity for none; else InvalidArgumentError."""
-    if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real) or not timeout > 0:
+    # float first: an abstract class's isinstance writes a dozen pages after every fork.
+    if not (type(timeout) is float or isinstance(timeout, numbers.Real) and not isinstance(timeout, bool)) \
+            or not timeout > 0:
         raise InvalidArgumentError(f"timeout must be a positive number of seconds "
                                    f"(float('inf') for none), not {timeout!r}")
     return float(timeout)
@@ -175,13 +177,12 @@ def _child_main(meter: ForkMeter, steps: Steps, read_fd: int, write_fd: int,
             if tracer is not None:
                 tracer.arm_child()
             meter.run(*steps)
-            result: Tuple[str, Any] = ("ok", None)
+            message = _OK
         except CowmemError as failed:
             # AccessError, ExplainError...: each pickles as itself.
-            result = ("error", failed)
+            message = _pickled(("error", failed))
         except BaseException as exc:
-            result = ("internal", (f"{type(exc).__qualname__}: {exc}", traceback.format_exc()))
-        message = _pickled(result)
+            message = _pickled(("internal", (f"{type(exc).__qualname__}: {exc}", traceback.format_exc())))
         if not _is_pipe(write_fd, pipe):
             note[0] = _PIPE_GONE   # the access closed it, or replaced it with a file of its own
         else:
@@ -208,6 +209,10 @@ def _pickled(result: Tuple[str, Any]) -> bytes:
         return pickle.dumps(("internal", (f"{type(error).__qualname__} could not be pickled to the parent "
                                           f"({type(exc).__name__}: {exc}); it said:", str(error))),
                             protocol=pickle.HIGHEST_PROTOCOL)
+
+
+# Made here: the child of every measurement that went well sends it as it is.
+_OK = _pickled(("ok", None))
 
 
 def _is_pipe(fd: int, pipe: Tuple[int, int]) -> bool:

@@ -19,13 +19,13 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 import numpy as np
 
 from ._linux.buffers import own_ranges
-from ._linux.maps import private_writable_now
+from ._linux.maps import private_writable_are
 from ._linux.pagemap import PAGE_SHIFT, PAGE_SIZE
 from ._linux.probe import pagemap_facts
 from .errors import AccessError, CowmemError, DescriptorsClosedError
-from .meter_buffers import _Found, _keep, _prepare
+from .meter_buffers import _keep, _prepare
 from .regions import RegionSpec, Regions
-from .snapshot_diff import _common, _per_region, _runs, compare, exclusive_positions, fresh_in_new_mappings
+from .snapshot_diff import _per_region, _runs, compare, exclusive_positions, fresh_in_new_mappings
 
 
 @dataclass(frozen=True)
@@ -112,7 +112,13 @@ class ForkReport:
 
 def located(regions: Union[Mapping[str, RegionSpec], Regions, None]) -> Regions:
     """``regions`` as a Regions, located now unless it is one already."""
+    if regions is None:
+        return _NO_REGIONS
     return regions if isinstance(regions, Regions) else Regions(regions)
+
+
+# Made once: each measurement's code and objects are pages it writes after a fork.
+_NO_REGIONS = Regions()
 
 
 class ForkMeter:
@@ -136,7 +142,7 @@ class ForkMeter:
         self._region_pages = self._regions.pages
         # Last, so that the maps it reads are those the child inherits.  Its
         # buffers are never among the mappings measured.
-        self._buffers = _prepare(len(self._region_pages))
+        self._buffers = _prepare()
         self._targets, self._snaps = self._buffers.targets, self._buffers.snaps
         self._counters, self._findings = self._buffers.counters, self._buffers.findings
 
@@ -186,7 +192,8 @@ class ForkMeter:
                 raise
             # Nothing below is measured: it may allocate freely.
             self._check_descriptors()
-            self._findings.store(self._compare(), t1 - t0)
+            snaps.keep_changes(baseline=bool(self._region_pages))
+            self._findings.store(self._fresh_in_new_mappings(), t1 - t0)
             failure = None
         if finish is not None:
             try:
@@ -202,33 +209,36 @@ class ForkMeter:
                 "the access closed or replaced file descriptors it did not open (os.closerange?): "
                 "cowmem's child could not read its own pagemap, so nothing was measured")
 
-    def _compare(self) -> "_Found":
-        snaps, facts = self._snaps, self._facts
-        before, after = snaps.entries
-        diff = compare(before, after, facts.zero_frame if facts.frames_readable else None,
-                       snaps.changed_positions())
-        unobserved = [0] * len(self._region_pages)
-        if self._region_pages:
-            blind = snaps.page_numbers(exclusive_positions(before))
-            unobserved = [_common(own, blind) for own in self._region_pages.values()]
-        fresh_new = 0
-        if private_writable_now() != self._buffers.planned_for:
-            # Memory mapped since the parent read its maps has no baseline.
-            known = [(m.start, m.stop) for m in self._targets] + own_ranges()
-            fresh_new = fresh_in_new_mappings(sorted(known), facts)
-        return _Found(snaps.page_numbers(diff.copied), diff.fresh + fresh_new, diff.swapped, unobserved)
+    def _fresh_in_new_mappings(self) -> int:
+        """In the child: pages it populated in memory mapped since the parent read its maps.
+
+        Such memory has no baseline; what the parent mapped there before
+        the fork is still shared, and so not fresh.
+        """
+        if private_writable_are(self._buffers.planned_for):
+            return 0
+        known = [(m.start, m.stop) for m in self._targets] + own_ranges()
+        return fresh_in_new_mappings(sorted(known), self._facts)
 
     def report(self) -> ForkReport:
         """The report of the completed run (bytes, pages of 4 KiB)."""
         if self._findings is None:
             raise CowmemError("no measurement to report: this ForkMeter was closed")
-        found, access_ns = self._findings.load()
-        copied = found.copied
+        fresh_new, access_ns = self._findings.load()
+        snaps, facts = self._snaps, self._facts
+        before, after = snaps.kept_entries
+        diff = compare(before, after, facts.zero_frame if facts.frames_readable else None,
+                       snaps.changed_positions())
+        copied = snaps.page_numbers(diff.copied)
+        # A region's page already the child's at the baseline: the access may have written it unseen.
+        unobserved = {}
+        for name, own in self._region_pages.items():
+            unobserved[name] = exclusive_positions(before[snaps.positions_of(own)]).size * PAGE_SIZE
         by_label: Dict[str, int] = {}
         if copied.size:
             # numpy's methods, not its Python-level functions: this runs
             # after each fork, when each page first written costs a fault.
-            starts = np.array([m.start >> PAGE_SHIFT for m in self._targets], np.uint64)
+            starts = self._buffers.target_pages
             counts = np.bincount(starts.searchsorted(copied, side="right") - 1, minlength=len(starts))
             for index in counts.nonzero()[0].tolist():
                 label = self._targets[index].label
@@ -237,18 +247,17 @@ class ForkMeter:
         minflt_after, uss_after, dirty_after = self._counters.parse(1)
         return ForkReport(
             copied_bytes=int(copied.size) * PAGE_SIZE,
-            fresh_bytes=found.fresh * PAGE_SIZE,
+            fresh_bytes=(diff.fresh + fresh_new) * PAGE_SIZE,
             regions=_per_region(self._region_pages, copied),
             mappings=types.MappingProxyType(dict(sorted(by_label.items(), key=lambda kv: -kv[1]))),
             copied_ranges=_runs(copied),
-            unobserved=types.MappingProxyType({name: count * PAGE_SIZE for name, count
-                                               in zip(self._region_pages, found.unobserved)}),
+            unobserved=types.MappingProxyType(unobserved),
             minor_faults=minflt_after - minflt_before,
             uss_delta_bytes=None if uss_before is None else uss_after - uss_before,
             private_dirty_delta_bytes=None if dirty_before is None else dirty_after - dirty_before,
             access_seconds=access_ns / 1e9,
             pfn_guard=self._facts.frames_readable,
-            swapped_bytes=found.swapped * PAGE_SIZE,
+            swapped_bytes=diff.swapped * PAGE_SIZE,
             unlocated=types.MappingProxyType({name: types.MappingProxyType(dict(found))
                                               for name, found in self._regions.unlocated.items()}),
         )

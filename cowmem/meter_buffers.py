@@ -5,18 +5,20 @@ what the child found, left there for whoever builds the report.
 from __future__ import annotations
 
 import os
-from typing import List, NamedTuple, Optional, Sequence, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 
 from ._linux.buffers import UnforkedBuffer, own_ranges, release, shared_buffer
-from ._linux.maps import Mapping, parse_maps, private_writable_now, read_maps_text, subtract_from_maps
+from ._linux.maps import (Mapping, parse_maps, private_writable_are, private_writable_now, read_maps_text,
+                          subtract_from_maps)
+from ._linux.pagemap import PAGE_SHIFT
 from ._linux.ranges import subtract_ranges
 from ._linux.snapshots import PagemapSnapshots, ProcCounters
 from .errors import CowmemError
 
 
-def _prepare(regions: int) -> "_Buffers":
+def _prepare() -> "_Buffers":
     """Every buffer the child writes, with snapshots planned for the parent's private writable mappings.
 
     Making the buffers can add a mapping (a new allocator arena) after the
@@ -28,16 +30,16 @@ def _prepare(regions: int) -> "_Buffers":
     makes nothing that a second reading would have to look for.
     """
     for _ in range(5):
-        now = private_writable_now()
-        buffers = _spare_planned_for(now, regions)
+        buffers = _spare_still_planned()
         if buffers is not None:
             return buffers
         text = read_maps_text()  # for the mappings' names
         targets = subtract_from_maps(parse_maps(text, private_writable_only=True),
                                      own_ranges())
         ranges = [(m.start, m.stop) for m in targets]
-        buffers = _take_buffers(PagemapSnapshots.bytes_for(ranges), regions)
+        buffers = _take_buffers(PagemapSnapshots.bytes_for(ranges))
         buffers.plan(targets)
+        buffers.reset()
         after = private_writable_now()
         if subtract_ranges(after, own_ranges()) == ranges:
             buffers.planned_for = after
@@ -48,7 +50,7 @@ def _prepare(regions: int) -> "_Buffers":
 
 
 class _Buffers:
-    """Everything a measuring child writes: snapshots, counters, findings.
+    """Everything a measuring child writes: snapshots, what changed in them, counters, findings.
 
     Kept for the next ForkMeter when closed, with the snapshots' plans
     (one spare set per process): none of it is measured, and reusing it
@@ -56,32 +58,44 @@ class _Buffers:
     reading them again, and planning again for mappings that did not change.
     """
 
-    def __init__(self, snapshot_bytes: int, regions: int) -> None:
+    def __init__(self, snapshot_bytes: int) -> None:
         # Room to grow: the same data measured again seldom needs more.
         snapshot_bytes += snapshot_bytes // 4 + (1 << 16)
         self.memory = UnforkedBuffer(snapshot_bytes)
-        self.findings = _Findings(regions + snapshot_bytes // 16)
+        # Mapped but not populated: only what the child keeps is ever faulted in.
+        self.kept = shared_buffer(PagemapSnapshots.kept_bytes(self.memory.capacity), populate=False)
+        self.findings = _Findings()
         self.counters = ProcCounters()
         self.owner = os.getpid()
         self.targets: List[Mapping] = []
+        self.target_pages = np.zeros(0, np.uint64)
         self.snaps: Optional[PagemapSnapshots] = None
         self.planned_for: List[Tuple[int, int]] = []
 
-    def fits(self, snapshot_bytes: int, regions: int) -> bool:
-        return self.memory.capacity >= snapshot_bytes and self.findings.capacity >= regions + snapshot_bytes // 16
+    def fits(self, snapshot_bytes: int) -> bool:
+        return self.memory.capacity >= snapshot_bytes
 
     def plan(self, targets: List[Mapping]) -> None:
         """Snapshots of ``targets`` in these buffers."""
         if self.snaps is not None:
             self.snaps.close()
         self.targets = targets
-        self.snaps = PagemapSnapshots([(m.start, m.stop) for m in targets], self.memory.view)
+        # Each target's first page, for the report to find the mapping of a copied page in.
+        self.target_pages = np.array([m.start >> PAGE_SHIFT for m in targets], np.uint64)
+        self.snaps = PagemapSnapshots([(m.start, m.stop) for m in targets], self.memory.view, memoryview(self.kept))
         self.planned_for = []
+
+    def reset(self) -> None:
+        """Ready for a run: nothing found, nothing kept."""
+        self.findings.reset()
+        if self.snaps is not None:
+            self.snaps.reset()
 
     def close(self) -> None:
         if self.snaps is not None:
             self.snaps.close()
         self.memory.close()
+        release(self.kept)
         self.findings.close()
         self.counters.close()
 
@@ -92,24 +106,22 @@ class _Buffers:
 _spare: List[_Buffers] = []
 
 
-def _spare_planned_for(mappings: List[Tuple[int, int]], regions: int) -> Optional[_Buffers]:
-    """The spare set, taken, if its plans are for ``mappings`` and it has room for ``regions``."""
-    if not (_spare and _spare[0].owner == os.getpid() and _spare[0].planned_for == mappings
-            and _spare[0].fits(0, regions)):
+def _spare_still_planned() -> Optional[_Buffers]:
+    """The spare set, taken and reset, if its plans are for this process's mappings as they are now."""
+    if not (_spare and _spare[0].owner == os.getpid() and private_writable_are(_spare[0].planned_for)):
         return None
     buffers = _spare.pop()
-    buffers.findings.reset(regions)
+    buffers.reset()
     return buffers
 
 
-def _take_buffers(snapshot_bytes: int, regions: int) -> _Buffers:
-    """The spare set if it fits, else new buffers."""
+def _take_buffers(snapshot_bytes: int) -> _Buffers:
+    """The spare set if it fits, else new buffers (to be planned, then reset)."""
     buffers = _spare.pop() if _spare and _spare[0].owner == os.getpid() else None
-    if buffers is None or not buffers.fits(snapshot_bytes, regions):
+    if buffers is None or not buffers.fits(snapshot_bytes):
         if buffers is not None:
             buffers.close()
-        buffers = _Buffers(snapshot_bytes, regions)
-    buffers.findings.reset(regions)
+        buffers = _Buffers(snapshot_bytes)
     return buffers
 
 
@@ -125,56 +137,36 @@ def _keep(buffers: _Buffers) -> None:
     _spare.append(buffers)
 
 
-class _Found(NamedTuple):
-    copied: np.ndarray          # page numbers of the copied pages, sorted
-    fresh: int                  # pages
-    swapped: int                # pages
-    unobserved: Sequence[int]   # pages, one count per region
-
-
 class _Findings:
-    """What the child found, left in shared memory for whoever builds the report.
+    """What the child found besides the snapshots, left in shared memory for whoever builds the report.
 
-    Counts first, one count per region next, then the copied pages'
-    numbers (``capacity`` words for both).  Mapped but not populated: only
-    the pages the child writes are ever faulted in, a few for most accesses.
+    Mapped but not populated: the child faults in its one page.
     """
 
-    _DONE, _FRESH, _SWAPPED, _ACCESS_NS, _COPIED = range(5)
-    _HEAD = 5
+    _DONE, _FRESH_NEW, _ACCESS_NS = range(3)
 
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self._buffer = shared_buffer((self._HEAD + capacity) * 8, populate=False)
+    def __init__(self) -> None:
+        self._buffer = shared_buffer(3 * 8, populate=False)
         # Counts through a plain view: numpy's first calls in a child cost more.
         self._words = memoryview(self._buffer).cast("q")
-        self._regions = 0
 
-    def reset(self, regions: int) -> None:
-        """Ready for a run measuring ``regions`` regions."""
-        self._regions = regions
+    def reset(self) -> None:
+        """Ready for a run."""
         if self._words[self._DONE]:
             self._words[self._DONE] = 0
 
-    def store(self, found: _Found, access_ns: int) -> None:
-        words, first = self._words, self._HEAD + self._regions
-        if found.copied.size:
-            np.frombuffer(self._buffer, np.int64, found.copied.size, first * 8)[:] = found.copied.view(np.int64)
-        for k, count in enumerate(found.unobserved):
-            words[self._HEAD + k] = count
-        words[self._FRESH], words[self._SWAPPED] = found.fresh, found.swapped
-        words[self._ACCESS_NS], words[self._COPIED] = access_ns, found.copied.size
+    def store(self, fresh_new: int, access_ns: int) -> None:
+        """In the child: pages fresh in mappings made since the plans, and the access's nanoseconds."""
+        words = self._words
+        words[self._FRESH_NEW], words[self._ACCESS_NS] = fresh_new, access_ns
         words[self._DONE] = 1
 
-    def load(self) -> Tuple[_Found, int]:
-        """(what was found, access nanoseconds); raises CowmemError before a completed run."""
-        words, first = self._words, self._HEAD + self._regions
+    def load(self) -> Tuple[int, int]:
+        """(fresh pages in new mappings, access nanoseconds); raises CowmemError before a completed run."""
+        words = self._words
         if words[self._DONE] != 1:
             raise CowmemError("no measurement to report: ForkMeter.run() has not completed")
-        copied = np.frombuffer(self._buffer, np.uint64, words[self._COPIED], first * 8).copy()
-        found = _Found(copied, words[self._FRESH], words[self._SWAPPED],
-                       [words[self._HEAD + k] for k in range(self._regions)])
-        return found, words[self._ACCESS_NS]
+        return words[self._FRESH_NEW], words[self._ACCESS_NS]
 
     def close(self) -> None:
         self._words.release()

@@ -93,16 +93,21 @@ def compare(before: np.ndarray, after: np.ndarray, zero_frame: Optional[int],
         changed = (before != after).nonzero()[0]
     if not changed.size:
         return Diff(changed, 0, 0)
+    # Array methods and ready-made scalars: this runs after each fork, where
+    # each page of numpy's own that it writes costs a fault.
     b, a = before[changed], after[changed]
-    classes = _CLASSES[((b >> np.uint64(48)) & np.uint64(0xFF00)) | (a >> np.uint64(56))]
+    classes = _CLASSES[((b >> _48) & _TOP_BYTE_HIGH) | (a >> _56)]
     copied = changed[classes == _COPIED]
-    fresh = int(np.count_nonzero(classes == _FRESH))
+    fresh = (classes == _FRESH).nonzero()[0].size
     if zero_frame is not None and copied.size:
         frame_before = before[copied] & PFN_MASK
         was_zero = frame_before == np.uint64(zero_frame) if zero_frame else np.zeros(copied.size, bool)
-        fresh += int(np.count_nonzero(was_zero))
+        fresh += was_zero.nonzero()[0].size
         copied = copied[~was_zero & (frame_before != (after[copied] & PFN_MASK))]
-    return Diff(copied, fresh, int(np.count_nonzero(classes == _HIDDEN_BY_SWAP)))
+    return Diff(copied, fresh, (classes == _HIDDEN_BY_SWAP).nonzero()[0].size)
+
+
+_48, _56, _TOP_BYTE_HIGH = np.uint64(48), np.uint64(56), np.uint64(0xFF00)
 
 
 def exclusive_positions(entries: np.ndarray) -> np.ndarray:

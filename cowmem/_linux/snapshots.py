@@ -1,5 +1,6 @@
 """What a measuring child reads before and after the access, into memory the parent made:
-its pagemap entries (``PagemapSnapshots``) and its counters (``ProcCounters``).
+its pagemap entries and what changed in them (``PagemapSnapshots``), and its
+counters (``ProcCounters``).
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 
 from . import pagemap
-from .buffers import populate, release, shared_buffer
+from .buffers import release, shared_buffer
+from .page_ranges import PageRanges
 from .pagemap import ENTRY_SIZE, PAGE_SHIFT, PAGE_SIZE, _read_rest
 from .ranges import Range, _merge_adjacent
 
@@ -22,29 +24,53 @@ NO_POSITIONS = np.zeros(0, np.intp)
 NO_POSITIONS.flags.writeable = False
 
 
+# A piece is a page of entries: the unit in which the child keeps what changed.
+PIECE = PAGE_SIZE // ENTRY_SIZE
+# Entries memcmp compares at once before it looks at the pieces within.
+_SCAN = 16 * PIECE
+# A piece's mark in the kept memory: its baseline kept, or both snapshots of it (it changed).
+_BASELINE, _CHANGED = 1, 3
+
+
 class PagemapSnapshots:
-    """Two snapshots of the pagemap entries of fixed address ranges, taken in a forked child.
+    """Two snapshots of the pagemap entries of fixed address ranges, taken in a
+    forked child, and what changed between them, kept where the parent sees it.
 
     The parent builds everything before the fork (the read plans, into
-    ``view``, ``bytes_for(ranges)`` bytes of an UnforkedBuffer), so that
-    the child allocates nothing before its baseline: each write it made
-    there could copy a page the access would have copied.  Only the child
-    sees the snapshots; it compares them itself.  ``warm_up()`` runs the
-    same code path on one entry, to dirty the interpreter's own pages
-    before the baseline.
+    ``view``, ``bytes_for(ranges)`` bytes of an UnforkedBuffer, and
+    ``kept``, ``kept_bytes(bytes_for(ranges))`` bytes of shared memory), so
+    that the child allocates nothing before its baseline: each write it
+    made there could copy a page the access would have copied.
+    ``warm_up()`` runs the same code path on one entry, to dirty the
+    interpreter's own pages before the baseline.
+
+    After the second snapshot the child copies each piece (a page of
+    entries) that changed, both snapshots of it, into ``kept``, with
+    memcmp and memmove alone (``keep_changes``); whoever builds the report
+    looks into those only (``changed_positions``, ``kept_entries``), in
+    the child or in the parent.  So the child runs no numpy: its first
+    calls in a forked child copy a hundred pages of numpy's own state, each
+    a fault in the child and a page freed at its exit.
     """
 
-    def __init__(self, ranges: Sequence[Range], view: memoryview, path: Optional[str] = None) -> None:
+    def __init__(self, ranges: Sequence[Range], view: memoryview, kept: memoryview,
+                 path: Optional[str] = None) -> None:
         self.path = path or pagemap.PAGEMAP_PATH
         self.ranges = _merge_adjacent([(start, stop) for start, stop in ranges if stop > start])
-        self.page_starts = np.array([start >> PAGE_SHIFT for start, _ in self.ranges], np.uint64)
+        self.pages = PageRanges(tuple(start >> PAGE_SHIFT for start, _ in self.ranges),
+                                tuple(stop >> PAGE_SHIFT for _, stop in self.ranges), ("",) * len(self.ranges))
+        self.pages.page_numbers(NO_POSITIONS)  # its arrays made now, before the fork
         counts = [(stop - start) >> PAGE_SHIFT for start, stop in self.ranges]
-        self.offsets = np.concatenate(([0], np.cumsum(counts, dtype=np.int64))).astype(np.int64)
-        self.npages = int(self.offsets[-1])
+        self.npages = sum(counts)
         half = self.npages * ENTRY_SIZE
         views = [view[:half], view[half:2 * half]]
         self.entries = [np.frombuffer(v, np.uint64) for v in views]
         self._addresses = tuple(e.ctypes.data for e in self.entries)
+        pieces = -(-self.npages // PIECE)
+        self.kept_entries = [np.frombuffer(kept, np.uint64, pieces * PIECE, k * pieces * PAGE_SIZE) for k in (0, 1)]
+        self._kept_addresses = tuple(e.ctypes.data for e in self.kept_entries)
+        self._marks = kept[2 * pieces * PAGE_SIZE:2 * pieces * PAGE_SIZE + pieces]
+        self._marks_address = self._kept_addresses[0] + 2 * pieces * PAGE_SIZE
         self._plans = [self._plan(v, counts) for v in views]
         # One range is enough: the loop's objects are the plans', which
         # warm_up touches; what the loop makes is the same for each range.
@@ -56,6 +82,12 @@ class PagemapSnapshots:
         """The bytes of buffer two snapshots of ``ranges`` take."""
         return 2 * ENTRY_SIZE * sum((stop - start) >> PAGE_SHIFT for start, stop in ranges if stop > start)
 
+    @staticmethod
+    def kept_bytes(snapshot_bytes: int) -> int:
+        """The bytes of shared memory that keeping the changes of snapshots of ``snapshot_bytes`` takes."""
+        pieces = -(-(snapshot_bytes // (2 * ENTRY_SIZE)) // PIECE)
+        return 2 * pieces * PAGE_SIZE + pieces
+
     def _plan(self, view: memoryview, counts: Sequence[int]) -> list:
         plan = []
         lo = 0
@@ -63,6 +95,10 @@ class PagemapSnapshots:
             plan.append(((start >> PAGE_SHIFT) * ENTRY_SIZE, [view[lo:lo + count * ENTRY_SIZE]]))
             lo += count * ENTRY_SIZE
         return plan
+
+    def reset(self) -> None:
+        """In the parent, before a run: nothing kept yet."""
+        ctypes.memset(self._marks_address, 0, len(self._marks))
 
     def attach(self) -> None:
         """In the child: open its pagemap (``/proc/self`` is resolved at open)."""
@@ -82,57 +118,73 @@ class PagemapSnapshots:
         """Read snapshot ``which`` (0 or 1) into ``entries[which]``."""
         _read(self._fd, self._plans[which])
 
-    # Entries compared at a time by memcmp, looked into by numpy only where they differ.
-    _CHUNK = 1 << 13
+    def keep_changes(self, baseline: bool) -> None:
+        """In the child, after the second snapshot: keep each piece that
+        changed, both snapshots of it, and with ``baseline`` the whole first."""
+        before, after = self._addresses
+        kept_before, kept_after = self._kept_addresses
+        marks, size, piece = self._marks, self.npages * ENTRY_SIZE, PAGE_SIZE
+        if baseline:
+            _memmove(kept_before, before, size)
+            ctypes.memset(self._marks_address, _BASELINE, len(marks))
+        for lo in range(0, size, _SCAN * ENTRY_SIZE):
+            hi = min(lo + _SCAN * ENTRY_SIZE, size)
+            if not _memcmp(before + lo, after + lo, hi - lo):
+                continue
+            for at in range(lo, hi, piece):
+                n = min(piece, size - at)
+                if _memcmp(before + at, after + at, n):
+                    _memmove(kept_before + at, before + at, n)
+                    _memmove(kept_after + at, after + at, n)
+                    marks[at // piece] = _CHANGED
 
     def changed_positions(self) -> np.ndarray:
-        """Positions whose entries differ between the two snapshots, sorted.
-
-        libc's memcmp finds the chunks that differ, and numpy looks into
-        those only: comparing whole snapshots makes a boolean array of
-        fresh pages (a fault and a zeroed page per 4 KiB) as large as a
-        snapshot's quarter, and numpy's first calls in a forked child copy
-        a hundred pages of its own state.
-        """
-        before, after = self.entries
-        parts = []
-        for lo in range(0, self.npages, self._CHUNK):
-            size = min(self._CHUNK, self.npages - lo)
-            if _memcmp(self._addresses[0] + lo * ENTRY_SIZE, self._addresses[1] + lo * ENTRY_SIZE,
-                       size * ENTRY_SIZE):
-                parts.append((before[lo:lo + size] != after[lo:lo + size]).nonzero()[0] + lo)
-        return np.concatenate(parts) if parts else NO_POSITIONS
+        """Positions whose entries differ between the two snapshots, sorted (after ``keep_changes``)."""
+        pieces = (np.frombuffer(self._marks, np.uint8) == _CHANGED).nonzero()[0]
+        if not pieces.size:
+            return NO_POSITIONS
+        before, after = (e.reshape(-1, PIECE)[pieces] for e in self.kept_entries)
+        rows, columns = (before != after).nonzero()
+        positions = pieces[rows] * PIECE + columns
+        # The last piece runs past the snapshots: what lies there is no entry.
+        return positions[positions < self.npages]
 
     def descriptor_intact(self) -> bool:
         """True when the descriptor ``attach`` opened still refers to the pagemap."""
         return _refers_to(self._fd, self.path)
 
-    def page_numbers(self, index: np.ndarray) -> np.ndarray:
+    def page_numbers(self, positions: np.ndarray) -> np.ndarray:
         """Virtual page numbers of the given positions in a snapshot."""
-        if not index.size:
+        if not positions.size:
             return NO_PAGES
-        which = self.offsets.searchsorted(index, side="right") - 1
-        return self.page_starts[which] + (index - self.offsets[which]).astype(np.uint64)
+        return self.pages.page_numbers(positions).astype(np.uint64)
+
+    def positions_of(self, pages: np.ndarray) -> np.ndarray:
+        """The positions in a snapshot of those of the page numbers ``pages`` it holds."""
+        return self.pages.positions_of(pages.astype(np.int64))[0]
 
     def close(self) -> None:
-        """Drop the views into the buffer (which stays its owner's); close the child's descriptor."""
+        """Drop the views into the buffers (which stay their owner's); close the child's descriptor."""
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
-        self.entries, self._plans, self._warm_plan = [], [], []
+        self.entries, self.kept_entries, self._plans, self._warm_plan = [], [], [], []
+        self._marks.release()
 
 
 _memcmp = ctypes.CDLL(None).memcmp
 _memcmp.restype = ctypes.c_int
 _memcmp.argtypes = (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)
+_memmove = ctypes.memmove
 
 
 def _refers_to(fd: int, path: str) -> bool:
     """True when ``fd`` is open on the file ``path`` names (checked after the access: allocates)."""
     try:
-        return os.path.samestat(os.fstat(fd), os.stat(path))
+        opened, named = os.fstat(fd), os.stat(path)
     except OSError:
         return False
+    return opened.st_ino == named.st_ino and opened.st_dev == named.st_dev
 
 
 def _read(fd: int, plan: list) -> None:
@@ -150,38 +202,49 @@ def _touch(plan: list) -> None:
 
 
 class ProcCounters:
-    """Raw copies of ``/proc/self/stat`` and ``smaps_rollup``, before and
-    after, in shared memory.
+    """Raw copies of ``/proc/self/stat`` and (with cross-checks) ``smaps_rollup``,
+    before and after, in shared memory.
 
     The child only copies bytes (allocating nothing between the
     snapshots); whoever builds the report parses them.
     """
 
     _SIZE = 1 << 12  # /proc/self/stat and smaps_rollup: under 1 KiB each
+    _PATHS = ("/proc/self/stat", "/proc/self/smaps_rollup")
 
     def __init__(self) -> None:
         self._buffer = shared_buffer(4 * self._SIZE + PAGE_SIZE)
         view = memoryview(self._buffer)
         self._views = [[view[k * self._SIZE:(k + 1) * self._SIZE]] for k in range(4)]
-        # The lengths of the four copies.
-        self._lengths = np.frombuffer(self._buffer, np.int64, 4, 4 * self._SIZE)
-        self._paths: Tuple[str, str] = ("/proc/self/stat", "/dev/null")
-        self._fds: Tuple[int, int] = (-1, -1)
+        # The lengths of the four copies, through a plain view: numpy's first calls in a child cost more.
+        self._lengths = view[4 * self._SIZE:4 * self._SIZE + 4 * 8].cast("q")
+        self._lengths[1] = self._lengths[3] = 0
+        self._fds: Tuple[int, ...] = ()
 
     def attach(self, cross_checks: bool) -> None:
-        """In the child: open the files and map the buffer in."""
-        self._paths = ("/proc/self/stat", "/proc/self/smaps_rollup" if cross_checks else "/dev/null")
-        self._fds = (os.open(self._paths[0], os.O_RDONLY), os.open(self._paths[1], os.O_RDONLY))
-        populate(self._buffer)
+        """In the child: open the files, and fault in the pages the first reading writes.
+
+        The buffer is shared memory, whose page tables fork does not copy: a
+        fault taken while reading the first time would count among the
+        access's minor faults.  Those of the second reading come after the
+        file's text is made, and are not in it.
+        """
+        self._fds = tuple(os.open(path, os.O_RDONLY) for path in self._PATHS[:2 if cross_checks else 1])
+        self._lengths[0] = 0
+        self._views[0][0][0] = 0
+        if cross_checks:
+            self._views[1][0][0] = 0
 
     def read(self, which: int) -> None:
-        lengths = self._lengths
-        lengths[2 * which] = os.preadv(self._fds[0], self._views[2 * which], 0)
-        lengths[2 * which + 1] = os.preadv(self._fds[1], self._views[2 * which + 1], 0)
+        # No loop: an iterator is an object made, maybe on a page of the data, before the baseline.
+        lengths, views, fds = self._lengths, self._views, self._fds
+        lengths[2 * which] = os.preadv(fds[0], views[2 * which], 0)
+        if len(fds) > 1:
+            lengths[2 * which + 1] = os.preadv(fds[1], views[2 * which + 1], 0)
 
     def descriptors_intact(self) -> bool:
         """True when the descriptors ``attach`` opened still refer to their files."""
-        return all(_refers_to(fd, path) for fd, path in zip(self._fds, self._paths))
+        return all(_refers_to(fd, path) for fd, path in zip(self._fds, self._PATHS))
 
     def parse(self, which: int) -> Tuple[int, Optional[int], Optional[int]]:
         """(minor faults, USS bytes, Private_Dirty bytes) of reading ``which``;
@@ -192,6 +255,8 @@ class ProcCounters:
         stat = bytes(self._views[2 * which][0][:self._lengths[2 * which]])
         # Fields after the command name, which may contain spaces: minflt is field 10.
         minflt = int(stat[stat.rindex(b")") + 2:].split()[7])
+        if not self._lengths[2 * which + 1]:
+            return minflt, None, None
         fields = {}
         rollup = bytes(self._views[2 * which + 1][0][:self._lengths[2 * which + 1]]).decode()
         for line in rollup.splitlines():
@@ -205,8 +270,8 @@ class ProcCounters:
 
     def close(self) -> None:
         for fd in self._fds:
-            if fd >= 0:
-                os.close(fd)
-        self._fds = (-1, -1)
-        self._views, self._lengths = [], None
+            os.close(fd)
+        self._fds = ()
+        self._lengths.release()
+        self._views = []
         release(self._buffer)

@@ -20,14 +20,14 @@ comparing frames needs the frame numbers, which only CAP_SYS_ADMIN can read
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, List, Optional, Sequence, Tuple
+from typing import Optional
 
 import numpy as np
 
 from .._linux import pagemap
-from .._linux.maps import Mapping, read_maps
+from .._linux.maps import read_maps
+from .._linux.page_ranges import PageRanges
 from .._linux.pagemap import FLAG_EXCLUSIVE, FLAG_FILE_OR_SHARED, FLAG_PRESENT, PAGE_SHIFT, PFN_MASK
-from .._linux.ranges import subtract_ranges
 from ..errors import CowmemError
 
 
@@ -38,74 +38,6 @@ class ProcessGone(CowmemError):
 def anonymous(flags: np.ndarray) -> np.ndarray:
     """Which entries (by their flag bytes) are present anonymous pages."""
     return (flags & (FLAG_PRESENT | FLAG_FILE_OR_SHARED)) == FLAG_PRESENT
-
-
-@dataclass(frozen=True)
-class PageRanges:
-    """Private writable mappings as page numbers: ``[starts[i], stops[i])``.
-
-    A page's position in arrays over these ranges is ``offsets[i] +
-    (page - starts[i])``; ``labels[i]`` is the mapping's name in
-    ``/proc/PID/maps`` (``[heap]``, ``[anon]``, a file's path).
-    """
-
-    starts: Tuple[int, ...]
-    stops: Tuple[int, ...]
-    labels: Tuple[str, ...]
-
-    @classmethod
-    def of(cls, maps: Sequence[Mapping]) -> "PageRanges":
-        keep = [m for m in maps if m.private_writable and m.stop > m.start]
-        return cls(tuple(m.start >> PAGE_SHIFT for m in keep), tuple(m.stop >> PAGE_SHIFT for m in keep),
-                   tuple(m.label for m in keep))
-
-    @property
-    def offsets(self) -> np.ndarray:
-        return np.concatenate(([0], np.cumsum(np.subtract(self.stops, self.starts), dtype=np.int64)))
-
-    @property
-    def npages(self) -> int:
-        return int(sum(self.stops) - sum(self.starts))
-
-    def page_numbers(self, positions: np.ndarray) -> np.ndarray:
-        """The virtual page numbers (address >> 12) at positions in arrays over these ranges."""
-        offsets = self.offsets
-        which = np.searchsorted(offsets, positions, side="right") - 1
-        return np.asarray(self.starts, np.int64)[which] + (positions - offsets[which])
-
-    def positions_of(self, pages: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-        """The positions of the page numbers these ranges hold, and which of
-        ``pages`` those are (a boolean mask)."""
-        if not self.starts:
-            return np.zeros(0, np.int64), np.zeros(len(pages), bool)
-        starts = np.asarray(self.starts, np.int64)
-        which = np.searchsorted(starts, pages, side="right") - 1
-        inside = (which >= 0) & (pages < np.asarray(self.stops, np.int64)[np.maximum(which, 0)])
-        which = which[inside]
-        return self.offsets[which] + (pages[inside] - starts[which]), inside
-
-    def mapping_of(self, positions: np.ndarray) -> np.ndarray:
-        """The index of the range holding each position."""
-        return np.searchsorted(self.offsets, positions, side="right") - 1
-
-    def overlaps(self, other: "PageRanges") -> Iterator[Tuple[int, int, int, int]]:
-        """``(first page, position in other, position in self, pages)`` for
-        every stretch both map, in address order."""
-        mine, theirs = self.offsets.tolist(), other.offsets.tolist()
-        i = j = 0
-        while i < len(self.starts) and j < len(other.starts):
-            lo = max(self.starts[i], other.starts[j])
-            hi = min(self.stops[i], other.stops[j])
-            if lo < hi:
-                yield lo, theirs[j] + lo - other.starts[j], mine[i] + lo - self.starts[i], hi - lo
-            if self.stops[i] <= other.stops[j]:
-                i += 1
-            else:
-                j += 1
-
-    def minus(self, other: "PageRanges") -> List[Tuple[int, int]]:
-        """The page ranges ``[start, stop)`` of these that ``other`` does not map."""
-        return subtract_ranges(list(zip(self.starts, self.stops)), list(zip(other.starts, other.stops)))
 
 
 @dataclass(frozen=True)
