@@ -224,6 +224,8 @@ def _is_pipe(fd: int, pipe: Tuple[int, int]) -> bool:
 
 
 def _warn_if_threaded() -> None:
+    if threading.active_count() == 1:  # the common case, without making a list
+        return
     threads = [t.name for t in threading.enumerate() if t is not threading.current_thread()]
     if threads:
         warnings.warn(
