@@ -1,7 +1,8 @@
 """Child processes that leave nothing behind, Ctrl-C included.
 
-measure_fork, run_workers and the platform probe start children by three
-rules:
+measure_fork, run_workers, the locating helper and the platform probe
+start children by three rules (the helper, which forks nothing, stays in
+its parent's process group):
 
 * **Signals wait for a safe moment** (``held_back``).  A Python signal
   handler runs between any two bytecodes: a KeyboardInterrupt raised inside
@@ -130,11 +131,16 @@ def _put_back(handlers: Handlers) -> None:
         _signal.signal(signum, handler)
 
 
-def become_child(handlers: Handlers) -> None:
-    """In a child forked inside ``held_back()``: its handlers back, its own process group."""
+def put_back(handlers: Handlers) -> None:
+    """In a child forked inside ``held_back()``: the program's handlers back, nothing held."""
     _put_back(handlers)
     _state[0] = _state[1] = False
     _pending.clear()
+
+
+def become_child(handlers: Handlers) -> None:
+    """In a child forked inside ``held_back()``: its handlers back, its own process group."""
+    put_back(handlers)
     lead_own_group()
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import gc
 import os
 import pickle
+import select
 import signal
 import struct
 import traceback
@@ -21,6 +22,7 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from . import children
 from .errors import CowmemError, LocateError
 
 Job = Callable[[], Tuple[Any, Sequence[np.ndarray]]]
@@ -33,39 +35,39 @@ def run(job: Job) -> Tuple[Any, List[np.ndarray]]:
 
     Raises what the job raised if it was a CowmemError (each pickles as
     itself), else LocateError, also when the helper died or was killed.
-    The helper is reaped on every path, Ctrl-C included.
+    The helper is reaped on every path, Ctrl-C included: signals are held
+    back (``children.held_back``) but while waiting for the helper's result.
     """
-    read_fd, write_fd = os.pipe()
-    pid = -1
-    try:
-        # No KeyboardInterrupt between the fork and knowing the helper's pid.
-        mask = signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGINT])
+    with children.held_back() as handlers:
+        read_fd, write_fd = os.pipe()
+        pid = -1
         try:
             pid = os.fork()
             if pid == 0:
-                _helper_main(job, read_fd, write_fd, mask)   # never returns
+                _helper_main(job, read_fd, write_fd, handlers)   # never returns
+            os.close(write_fd)
+            write_fd = -1
+            poller = select.poll()
+            poller.register(read_fd, select.POLLIN)
+            children.waiting(poller.poll, None)   # until the result comes, or the helper's end
+            received = receive(read_fd)
+            status = reap(pid)
+            pid = -1
         finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-        os.close(write_fd)
-        write_fd = -1
-        received = receive(read_fd)
-        status = reap(pid)
-        pid = -1
-        return _result(received, status)
-    finally:
-        for fd in (read_fd, write_fd):
-            if fd >= 0:
-                os.close(fd)
-        if pid > 0:
-            kill_and_reap(pid)
+            for fd in (read_fd, write_fd):
+                if fd >= 0:
+                    os.close(fd)
+            if pid > 0:
+                kill_and_reap(pid)
+    return _result(received, status)
 
 
-def _helper_main(job: Job, read_fd: int, write_fd: int, mask: Any) -> None:
+def _helper_main(job: Job, read_fd: int, write_fd: int, handlers: children.Handlers) -> None:
     status = 70
     try:
         os.close(read_fd)
+        children.put_back(handlers)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         gc.disable()   # a collection would walk (and copy) the whole heap for nothing
         try:
             value, arrays = job()

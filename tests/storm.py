@@ -1,6 +1,6 @@
 """A storm of SIGINTs into loops of measure_fork and run_workers; run by test_interrupts.py.
 
-    python tests/storm.py MODE COUNT SEED    (MODE: plain, explain or workers)
+    python tests/storm.py MODE COUNT SEED    (MODE: plain, explain, workers or locate)
 
 Each round starts one measurement and has a separate sender process
 deliver one SIGINT at a random moment within it, then waits until that
@@ -12,6 +12,10 @@ its parent's death is reparented here and can be seen, alive or not yet
 reaped, like any of cowmem's own children.  A dead grandchild is told
 from an unreaped child of cowmem's by its process group: a child leads
 its own, a grandchild is in its parent's.  Prints one JSON object.
+
+``locate`` locates a list's memory (``Regions``), which forks a helper,
+while a second thread runs, as in a program with threads: the kernel may
+hand the SIGINT to either.
 """
 
 from __future__ import annotations
@@ -24,12 +28,13 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
 import psutil
 
-from cowmem import measure_fork
+from cowmem import Regions, measure_fork
 from cowmem.workers import run_workers
 
 PR_SET_CHILD_SUBREAPER = 36
@@ -37,6 +42,7 @@ PAGE = mmap.PAGESIZE
 
 DATA = bytearray(b"\x01") * (2000 * PAGE)
 VIEW = np.frombuffer(DATA, np.uint8)
+LIST = list(range(200_000))
 
 SENDER = """
 import os, signal, sys, time
@@ -66,6 +72,8 @@ def worker_access(data: object) -> None:
 def round_of(mode: str) -> None:
     if mode == "workers":
         run_workers(worker_access, None, workers=2, start_method="fork")
+    elif mode == "locate":
+        Regions({"list": LIST})
     else:
         measure_fork(access, explain=mode == "explain")
 
@@ -98,6 +106,11 @@ def leftovers(sender: int) -> list:
         time.sleep(0.01)
 
 
+def _idle() -> None:
+    while True:
+        time.sleep(0.0005)
+
+
 def main() -> None:
     mode, count, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     libc = ctypes.CDLL(None, use_errno=True)
@@ -106,6 +119,8 @@ def main() -> None:
     sender = subprocess.Popen([sys.executable, "-c", SENDER, str(os.getpid())],
                               stdin=subprocess.PIPE, text=True)
     rng = random.Random(seed)
+    if mode == "locate":
+        threading.Thread(target=_idle, daemon=True).start()
     round_of(mode)  # warm: the first round probes the kernel once
     took = []
     for _ in range(5):

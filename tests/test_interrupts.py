@@ -19,7 +19,7 @@ from capabilities import needs
 
 STORM = Path(__file__).with_name("storm.py")
 # Signals per mode: COWMEM_STORM_ROUNDS multiplies them (the CI run uses 1).
-ROUNDS = {"plain": 300, "explain": 150, "workers": 150}
+ROUNDS = {"plain": 300, "explain": 150, "workers": 150, "locate": 150}
 SCALE = float(os.environ.get("COWMEM_STORM_ROUNDS", "1"))
 
 
@@ -27,6 +27,7 @@ SCALE = float(os.environ.get("COWMEM_STORM_ROUNDS", "1"))
     "plain",
     pytest.param("explain", marks=needs("userfaultfd")),
     "workers",
+    "locate",
 ])
 def test_a_storm_of_sigints_leaves_no_process_and_raises_only_keyboardinterrupt(mode):
     rounds = max(1, round(ROUNDS[mode] * SCALE))
