@@ -26,7 +26,7 @@ from cowmem import measure_fork
 from cowmem._linux.maps import private_writable_ranges, read_maps
 
 MIB = 1 << 20
-ROUNDS = 9
+ROUNDS = 15
 HELD = ["bytearray", "list_int", "hugepage_ndarray"]
 
 
