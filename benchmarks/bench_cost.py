@@ -4,8 +4,9 @@ The measuring's own time is ``measure_fork`` with a no-op access minus a
 bare fork + ``_exit`` + ``waitpid``; its floor is two raw reads of the
 same ranges: ``os.pread`` of each private writable mapping's pagemap
 entries, twice, nothing parsed.  The three are timed in turn, round after
-round, in one process holding the data, so that whatever else the machine
-does weighs on all three alike; each figure is the median of ROUNDS.
+round, in one process holding the data (a child forked for it, which
+holds nothing else), so that whatever else the machine does weighs on all
+three alike; each figure is the median of ROUNDS.
 
 Parents hold 100 MiB (also 1 GiB with ``COWMEM_BENCH_COST_GIB=1``) as a
 bytearray (4 KiB pages), a list of ints and a huge-page numpy array.  The
@@ -16,9 +17,11 @@ it on one core: ``taskset -c 1``).
 
 import gc
 import os
+import pickle
 import statistics
 import sys
 import time
+import traceback
 
 import numpy as np
 
@@ -71,28 +74,55 @@ def _measure_fork():
     measure_fork(_nothing)
 
 
+def _costs_of(held, mib, rounds):
+    """Median seconds of (bare fork, measure_fork, raw floor), taken in turn, while holding ``held``."""
+    data = _build(held, mib)  # the parent holds it while the three are timed
+    _measure_fork()           # the first one probes the kernel, once per process
+    floor = _raw_floor()
+    times = {fn: [] for fn in (_bare_fork, _measure_fork, floor)}
+    gc.disable()
+    try:
+        for _ in range(rounds):
+            for fn in times:
+                start = time.perf_counter()
+                fn()
+                times[fn].append(time.perf_counter() - start)
+            gc.collect()
+    finally:
+        gc.enable()
+    del data
+    return tuple(statistics.median(t) for t in times.values())
+
+
+def _in_a_fresh_child(fn, *args):
+    """``fn(*args)`` in a child forked for it: each parent holds its own data
+    only, not what earlier ones left (a freed list's heap stays mapped)."""
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        status = 1
+        try:
+            os.close(read_fd)
+            with os.fdopen(write_fd, "wb") as out:
+                pickle.dump(fn(*args), out)
+            status = 0
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            os._exit(status)
+    os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as result:
+        sent = result.read()
+    _, status = os.waitpid(pid, 0)
+    if status:
+        raise RuntimeError(f"the child timing {fn.__name__}{args} failed (wait status {status})")
+    return pickle.loads(sent)
+
+
 def measure_costs(sizes=None, rounds=ROUNDS):
-    """(held, mib) -> median seconds of (bare fork, measure_fork, raw floor), taken in turn."""
-    costs = {}
-    for held in HELD:
-        for mib in sizes or _sizes():
-            data = _build(held, mib)  # the parent holds it while the three are timed
-            _measure_fork()           # the first one probes the kernel, once per process
-            floor = _raw_floor()
-            times = {fn: [] for fn in (_bare_fork, _measure_fork, floor)}
-            gc.disable()
-            try:
-                for _ in range(rounds):
-                    for fn in times:
-                        start = time.perf_counter()
-                        fn()
-                        times[fn].append(time.perf_counter() - start)
-                    gc.collect()
-            finally:
-                gc.enable()
-            costs[(held, mib)] = tuple(statistics.median(t) for t in times.values())
-            del data, floor
-    return costs
+    """(held, mib) -> median seconds of (bare fork, measure_fork, raw floor), each in a fresh child."""
+    return {(held, mib): _in_a_fresh_child(_costs_of, held, mib, rounds)
+            for held in HELD for mib in sizes or _sizes()}
 
 
 class MeasuringCost:
