@@ -113,6 +113,9 @@ def _idle() -> None:
 
 def main() -> None:
     mode, count, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    # Python leaves SIGINT ignored when it starts so (a shell's background
+    # job, nohup): the storm needs it to raise KeyboardInterrupt.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
