@@ -693,16 +693,17 @@ def test_a_sum_copies_nothing_of_an_array_but_its_own_header():
     regions = Regions({"array": array})
     header = page_span([object_block(array)])
     start, stop = array.ctypes.data, array.ctypes.data + array.nbytes
-    # A buffer from the heap shares its partial first and last pages with the
-    # allocator's other chunks, which the child may write: those may be copied.
-    edges = {start // PAGE_SIZE, (stop - 1) // PAGE_SIZE} - set(range(-(-start // PAGE_SIZE),
-                                                                      stop // PAGE_SIZE))
+    whole = set(range(-(-start // PAGE_SIZE), stop // PAGE_SIZE))  # the buffer's whole pages
+    assert whole
     for _ in range(5):
         report = measure_fork(array.sum, regions=regions, cross_checks=False)
         inside = set(copied_page_numbers(report).tolist()) & set(regions.pages["array"].tolist())
-        # The header's page is copied (the sum takes a reference to the array)
-        # or was already the child's; no page wholly the buffer's ever is.
-        assert inside <= set(header.tolist()) | edges
+        # The sum reads the buffer and never writes it: no page wholly the
+        # buffer's is copied.  The region's other pages (the header, which the
+        # sum takes a reference to; the shape block; the buffer's partial first
+        # and last pages) share pages with the heap's other chunks, which the
+        # child may write: one such page was copied in a fresh-clone CI run.
+        assert not inside & whole
         assert _headers_only(report, regions, {"array": array}) == (
             bool(inside) and inside <= set(header.tolist()))
 
