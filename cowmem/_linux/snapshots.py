@@ -28,8 +28,8 @@ NO_POSITIONS.flags.writeable = False
 PIECE = PAGE_SIZE // ENTRY_SIZE
 # Entries memcmp compares at once before it looks at the pieces within.
 _SCAN = 16 * PIECE
-# A piece's mark in the kept memory: its baseline kept, or both snapshots of it (it changed).
-_BASELINE, _CHANGED = 1, 3
+# A piece's mark in the kept memory: it changed, and both snapshots of it are kept.
+_CHANGED = 1
 
 
 class PagemapSnapshots:
@@ -126,7 +126,6 @@ class PagemapSnapshots:
         marks, size, piece = self._marks, self.npages * ENTRY_SIZE, PAGE_SIZE
         if baseline:
             _memmove(kept_before, before, size)
-            ctypes.memset(self._marks_address, _BASELINE, len(marks))
         for lo in range(0, size, _SCAN * ENTRY_SIZE):
             hi = min(lo + _SCAN * ENTRY_SIZE, size)
             if not _memcmp(before + lo, after + lo, hi - lo):
