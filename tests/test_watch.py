@@ -9,6 +9,8 @@ child's own interpreter noise.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import signal
@@ -16,10 +18,11 @@ import subprocess
 import sys
 import time
 
+import psutil
 import pytest
 
 from cowmem import PAGE_SIZE
-from cowmem.watch import processes
+from cowmem.watch import json_lines, processes
 from cowmem.watch.watcher import Watcher
 from watching import Target, by_pid, cowmem, records, wait_for
 
@@ -265,22 +268,61 @@ def test_ctrl_c_leaves_the_watched_processes_untouched(target):
     t.go()  # they still run as before: the children write and say so
 
 
+def _started_command(watch: subprocess.Popen, script: str) -> int:
+    """The pid of the command watch started, found while watch still runs, so
+    that the test can kill it (it leads a session of its own) whatever fails."""
+    found = []
+
+    def started() -> bool:
+        found[:] = [p.pid for p in psutil.Process(watch.pid).children() if script in " ".join(p.cmdline())]
+        return bool(found)
+
+    wait_for(started, timeout=30, what=f"watch to start {script}")
+    return found[0]
+
+
 def test_ctrl_c_leaves_a_started_command_running():
     script = [sys.executable, os.path.join(os.path.dirname(__file__), "watch_targets.py"), "--k", "10"]
     watch = subprocess.Popen([sys.executable, "-m", "cowmem", "watch", "--interval", "0.05", "--json", "--",
                               *script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                              start_new_session=True)
-    event = next(json.loads(line) for line in watch.stdout if '"event": "forked"' in line)
+    command = _started_command(watch, "watch_targets.py")
     try:
+        event = next(json.loads(line) for line in watch.stdout if '"event": "forked"' in line)
+        assert event["parent"] == command
         os.killpg(watch.pid, signal.SIGINT)
         watch.wait(timeout=30)  # not communicate(): the command, running on, holds the pipes open
         assert watch.returncode == 0
-        assert f"(pid {event['parent']}) still runs" in watch.stderr.readline()
-        _untouched([event["parent"], *event["children"]])
+        assert f"(pid {command}) still runs" in watch.stderr.readline()
+        _untouched([command, *event["children"]])
     finally:
-        os.killpg(event["parent"], signal.SIGKILL)
+        for group in (command, watch.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(group, signal.SIGKILL)
+        watch.wait()
         watch.stdout.close()
         watch.stderr.close()
+
+
+def test_each_json_line_is_flushed_on_its_own(target):
+    """A command started by ``watch --`` shares watch's stdout: each line
+    must go out in a write of its own, which a pipe keeps whole (up to
+    4096 bytes), so that the command's output cannot land inside it."""
+    t = target("--k", 10)
+    flushed = []
+
+    class Stream(io.StringIO):
+        def flush(self) -> None:
+            flushed.append(self.getvalue())
+            self.seek(0)
+            self.truncate()
+
+    sample = Watcher(t.parent).sample()
+    json_lines.write(sample, Stream())
+    assert len(flushed) == len(sample.rows) == 1 + len(t.children)
+    for line in flushed:
+        assert line.count("\n") == 1 and line.endswith("\n") and len(line.encode()) <= 4096
+        assert json.loads(line)["pid"] in {t.parent, *t.children}
 
 
 # --- without frame numbers --------------------------------------------------

@@ -122,7 +122,10 @@ def main() -> None:
 
 
 def say(**event) -> None:
-    print(json.dumps(event), flush=True)
+    # One write per line: started by `cowmem watch -- ...`, this shares
+    # watch's stdout, and print() under PYTHONUNBUFFERED writes the line and
+    # its newline apart, so that one of watch's lines could land between them.
+    os.write(sys.stdout.fileno(), (json.dumps(event) + "\n").encode())
 
 
 if __name__ == "__main__":

@@ -31,7 +31,12 @@ def records(sample: Sample) -> Iterator[Dict[str, Any]]:
 
 
 def write(sample: Sample, stream: IO[str]) -> None:
-    """Write one sample's objects, one per line, and flush (a reader may be waiting)."""
+    """Write one sample's objects, one per line, each flushed on its own.
+
+    A command started with ``watch -- COMMAND`` shares the stream; a pipe
+    keeps a write of up to 4096 bytes whole, so flushing each line (a few
+    hundred bytes) keeps the command's output from landing inside one.
+    """
     for record in records(sample):
         stream.write(json.dumps(record) + "\n")
-    stream.flush()
+        stream.flush()
