@@ -163,7 +163,10 @@ class ForkMeter:
         DescriptorsClosedError if the access closed the descriptors the
         snapshots use.
         """
-        snaps, counters = self._snaps, self._counters
+        snaps, counters, findings = self._snaps, self._counters, self._findings
+        # Looked up now: a first lookup of a name after the baseline writes
+        # the interpreter's type cache, a page the access may not have written.
+        began, ended = findings.BEGAN, findings.ENDED
         if prepare is not None:
             _call_outside(prepare, "prepare")
         # Everything between the fork and the baseline may copy a page the
@@ -172,18 +175,19 @@ class ForkMeter:
         snaps.attach()
         counters.attach(self.cross_checks)
         snaps.warm_up()
+        findings.stamp(began)  # the clock's pages the child's before the baseline
         # The counters read smaps_rollup (with cross-checks), a page-table
         # walk as long as a snapshot: outside the snapshots, so that the
         # pages they touch are not counted.
         counters.read(0)
         snaps.take(0)
-        t0 = time.perf_counter_ns()
+        findings.stamp(began)
         try:
             access()
         except BaseException as exc:
             failure: Optional[AccessError] = _access_error(exc)
         else:
-            t1 = time.perf_counter_ns()
+            findings.stamp(ended)
             try:
                 snaps.take(1)
                 counters.read(1)
@@ -193,7 +197,7 @@ class ForkMeter:
             # Nothing below is measured: it may allocate freely.
             self._check_descriptors()
             snaps.keep_changes(baseline=bool(self._region_pages))
-            self._findings.store(self._fresh_in_new_mappings(), t1 - t0)
+            findings.store(self._fresh_in_new_mappings())
             failure = None
         if finish is not None:
             try:

@@ -5,6 +5,7 @@ what the child found, left there for whoever builds the report.
 from __future__ import annotations
 
 import os
+import time
 from typing import List, Optional, Tuple
 
 import numpy as np
@@ -143,10 +144,11 @@ class _Findings:
     Mapped but not populated: the child faults in its one page.
     """
 
-    _DONE, _FRESH_NEW, _ACCESS_NS = range(3)
+    _DONE, _FRESH_NEW = 0, 1
+    BEGAN, ENDED = 2, 3  # the clock before and after the access (ns), for ``stamp``
 
     def __init__(self) -> None:
-        self._buffer = shared_buffer(3 * 8, populate=False)
+        self._buffer = shared_buffer(4 * 8, populate=False)
         # Counts through a plain view: numpy's first calls in a child cost more.
         self._words = memoryview(self._buffer).cast("q")
 
@@ -155,10 +157,20 @@ class _Findings:
         if self._words[self._DONE]:
             self._words[self._DONE] = 0
 
-    def store(self, fresh_new: int, access_ns: int) -> None:
-        """In the child: pages fresh in mappings made since the plans, and the access's nanoseconds."""
+    def stamp(self, which: int) -> None:
+        """In the child: the clock into ``BEGAN`` or ``ENDED``.
+
+        Stored, not returned: the int the clock makes is freed here, so that
+        each stamp reuses the same memory, which a stamp before the baseline
+        has made the child's (a new int on a page still shared would be a
+        copy counted as the access's).
+        """
+        self._words[which] = _clock()
+
+    def store(self, fresh_new: int) -> None:
+        """In the child: pages fresh in mappings made since the plans; the run is complete."""
         words = self._words
-        words[self._FRESH_NEW], words[self._ACCESS_NS] = fresh_new, access_ns
+        words[self._FRESH_NEW] = fresh_new
         words[self._DONE] = 1
 
     def load(self) -> Tuple[int, int]:
@@ -166,8 +178,11 @@ class _Findings:
         words = self._words
         if words[self._DONE] != 1:
             raise CowmemError("no measurement to report: ForkMeter.run() has not completed")
-        return words[self._FRESH_NEW], words[self._ACCESS_NS]
+        return words[self._FRESH_NEW], words[self.ENDED] - words[self.BEGAN]
 
     def close(self) -> None:
         self._words.release()
         release(self._buffer)
+
+
+_clock = time.perf_counter_ns

@@ -3,9 +3,9 @@
 ``needs(name)`` marks a test to be skipped, with the reason shown by
 ``pytest -ra``, where the capability is missing; ``require(name)`` does the
 same from inside a fixture.  Each capability is probed once per session.
-On the project's own machine (root, so frame numbers and userfaultfd; THP
-in madvise mode; Debian's Chromium; the npm registry or its packages
-cached) none is missing.
+On the project's own machine (root, so frame numbers, userfaultfd and the
+page-fault tracepoints; THP in madvise mode; Debian's Chromium; the npm
+registry or its packages cached) none is missing.
 """
 
 from __future__ import annotations
@@ -72,9 +72,15 @@ def _registry() -> Optional[str]:
     return None if done.returncode == 0 else "the npm registry is unreachable (`npm ping` failed)"
 
 
+def _tracefs() -> Optional[str]:
+    from reference import faults
+
+    return faults.missing()
+
+
 PROBES: Dict[str, Callable[[], Optional[str]]] = {
     "frames": _frames, "userfaultfd": _userfaultfd, "thp": _thp,
-    "chromium": _chromium, "registry": _registry,
+    "chromium": _chromium, "registry": _registry, "tracefs": _tracefs,
 }
 
 
