@@ -10,7 +10,6 @@ docs/method.md describes the method and why each step is as it is.
 
 from __future__ import annotations
 
-import time
 import traceback
 import types
 from dataclasses import dataclass, field
@@ -23,7 +22,8 @@ from ._linux.maps import private_writable_are
 from ._linux.pagemap import PAGE_SHIFT, PAGE_SIZE
 from ._linux.probe import pagemap_facts
 from .errors import AccessError, CowmemError, DescriptorsClosedError
-from .meter_buffers import _keep, _prepare
+from ._linux.snapshots import keep_changes, read_counters
+from .meter_buffers import BEGAN, ENDED, _keep, _prepare, stamp
 from .regions import RegionSpec, Regions
 from .snapshot_diff import _per_region, _runs, compare, exclusive_positions, fresh_in_new_mappings
 
@@ -164,9 +164,6 @@ class ForkMeter:
         snapshots use.
         """
         snaps, counters, findings = self._snaps, self._counters, self._findings
-        # Looked up now: a first lookup of a name after the baseline writes
-        # the interpreter's type cache, a page the access may not have written.
-        began, ended = findings.BEGAN, findings.ENDED
         if prepare is not None:
             _call_outside(prepare, "prepare")
         # Everything between the fork and the baseline may copy a page the
@@ -175,28 +172,35 @@ class ForkMeter:
         snaps.attach()
         counters.attach(self.cross_checks)
         snaps.warm_up()
-        findings.stamp(began)  # the clock's pages the child's before the baseline
+        # From the baseline to the end of the second reading every page
+        # cowmem writes first would count as the access's copy: it calls
+        # module functions on what is made here, and looks up no attribute
+        # (a miss in the interpreter's type cache, which the access may have
+        # evicted, writes the cache and the type's MRO tuple).
+        clock, counted, changes = findings.clock, counters.reading(1), snaps.second_reading()
+        stamp(clock, BEGAN)  # the clock's pages the child's before the baseline
         # The counters read smaps_rollup (with cross-checks), a page-table
         # walk as long as a snapshot: outside the snapshots, so that the
         # pages they touch are not counted.
         counters.read(0)
-        snaps.take(0)
-        findings.stamp(began)
+        snaps.take_baseline()
+        stamp(clock, BEGAN)
         try:
             access()
         except BaseException as exc:
             failure: Optional[AccessError] = _access_error(exc)
         else:
-            findings.stamp(ended)
+            stamp(clock, ENDED)
             try:
-                snaps.take(1)
-                counters.read(1)
+                read_counters(counted)
+                keep_changes(changes)
             except OSError:
                 self._check_descriptors()
                 raise
+            if self._region_pages:
+                snaps.keep_baseline()
             # Nothing below is measured: it may allocate freely.
             self._check_descriptors()
-            snaps.keep_changes(baseline=bool(self._region_pages))
             findings.store(self._fresh_in_new_mappings())
             failure = None
         if finish is not None:

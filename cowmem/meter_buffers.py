@@ -145,27 +145,17 @@ class _Findings:
     """
 
     _DONE, _FRESH_NEW = 0, 1
-    BEGAN, ENDED = 2, 3  # the clock before and after the access (ns), for ``stamp``
 
     def __init__(self) -> None:
         self._buffer = shared_buffer(4 * 8, populate=False)
         # Counts through a plain view: numpy's first calls in a child cost more.
         self._words = memoryview(self._buffer).cast("q")
+        self.clock = self._words  # where ``stamp`` writes
 
     def reset(self) -> None:
         """Ready for a run."""
         if self._words[self._DONE]:
             self._words[self._DONE] = 0
-
-    def stamp(self, which: int) -> None:
-        """In the child: the clock into ``BEGAN`` or ``ENDED``.
-
-        Stored, not returned: the int the clock makes is freed here, so that
-        each stamp reuses the same memory, which a stamp before the baseline
-        has made the child's (a new int on a page still shared would be a
-        copy counted as the access's).
-        """
-        self._words[which] = _clock()
 
     def store(self, fresh_new: int) -> None:
         """In the child: pages fresh in mappings made since the plans; the run is complete."""
@@ -178,11 +168,27 @@ class _Findings:
         words = self._words
         if words[self._DONE] != 1:
             raise CowmemError("no measurement to report: ForkMeter.run() has not completed")
-        return words[self._FRESH_NEW], words[self.ENDED] - words[self.BEGAN]
+        return words[self._FRESH_NEW], words[ENDED] - words[BEGAN]
 
     def close(self) -> None:
+        self.clock = None
         self._words.release()
         release(self._buffer)
+
+
+# The clock before and after the access (ns), in a _Findings' words.
+BEGAN, ENDED = 2, 3
+
+
+def stamp(clock: memoryview, which: int) -> None:
+    """In the child: the clock (``_Findings.clock``) into ``BEGAN`` or ``ENDED``.
+
+    Stored, not returned: the int the clock makes is freed here, so that
+    each stamp reuses the same memory, which a stamp before the baseline
+    has made the child's (a new int on a page still shared would be a copy
+    counted as the access's).  Looks up no attribute.
+    """
+    clock[which] = _clock()
 
 
 _clock = time.perf_counter_ns

@@ -10,13 +10,12 @@ import numpy as np
 import pytest
 
 from cowmem import PAGE_SIZE, ForkMeter, measure_fork
-from cowmem import snapshot_diff
-from cowmem._linux import probe
+from cowmem import meter, snapshot_diff
+from cowmem._linux import probe, snapshots
 from cowmem._linux.buffers import shared_buffer
 from cowmem._linux.maps import private_writable_ranges, read_maps
 from cowmem._linux.pagemap import FLAG_EXCLUSIVE, FLAG_PRESENT, PAGEMAP_PATH
 from cowmem._linux.ranges import subtract_ranges
-from cowmem._linux.snapshots import PagemapSnapshots
 from cowmem.errors import UnsupportedPlatformError
 
 from capabilities import needs
@@ -57,18 +56,26 @@ def test_the_report_counts_written_pages_that_were_swapped_out_in_swapped_bytes(
     view = np.frombuffer(buf, np.uint8)
     view[::PAGE_SIZE] = 1
     first = view.ctypes.data >> 12
-    take = PagemapSnapshots.take
+    read, keep_changes, second = snapshots._read, meter.keep_changes, []
 
-    def swap_some_out(self, which):
-        take(self, which)
-        if which == 1:
+    def swap_some_out(fd, plan):
+        read(fd, plan)
+        if second:
             # As if the kernel had swapped out the first pages the access
             # wrote, before the second snapshot: a swap entry where the copy was.
-            positions = np.flatnonzero(np.isin(self.page_numbers(np.arange(self.npages)),
-                                               np.arange(first, first + swapped_out, dtype=np.uint64)))
-            self.entries[1][positions] = np.uint64(SWAPPED | 0x99)
+            offsets, views = plan
+            for offset, (into,) in zip(offsets, views):
+                entries = np.frombuffer(into, np.uint64)
+                pages = offset // 8 + np.arange(entries.size, dtype=np.uint64)
+                entries[(pages >= first) & (pages < first + swapped_out)] = np.uint64(SWAPPED | 0x99)
 
-    monkeypatch.setattr(PagemapSnapshots, "take", swap_some_out)
+    def second_reading(reading):
+        second.append(True)
+        keep_changes(reading)
+        second.clear()
+
+    monkeypatch.setattr(snapshots, "_read", swap_some_out)
+    monkeypatch.setattr(meter, "keep_changes", second_reading)
     span = (view.ctypes.data, view.ctypes.data + view.size)
     report = measure_fork(lambda: view.__setitem__(slice(None, None, PAGE_SIZE), 2), regions={"pages": span})
     assert report.regions["pages"] == (k - swapped_out) * PAGE_SIZE

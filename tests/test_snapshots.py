@@ -4,6 +4,7 @@ which pieces a child keeps, and the mappings it compares with the plans'."""
 from __future__ import annotations
 
 import mmap
+import tempfile
 
 import numpy as np
 import pytest
@@ -11,13 +12,14 @@ import pytest
 from cowmem._linux import maps
 from cowmem._linux.buffers import release, shared_buffer
 from cowmem._linux.pagemap import ENTRY_SIZE, PAGE_SIZE
-from cowmem._linux.snapshots import PIECE, PagemapSnapshots
+from cowmem._linux.snapshots import _WINDOW, PIECE, PagemapSnapshots, keep_changes
 
 ENTRIES_PER_PAGE = PAGE_SIZE // ENTRY_SIZE
+WINDOW_PAGES = _WINDOW // ENTRY_SIZE  # entries the second reading reads at a time
 
 
 def snapshots_of(page_counts, gap=7):
-    """PagemapSnapshots over made-up ranges of the given sizes (in pages), never read from a pagemap."""
+    """PagemapSnapshots over made-up ranges of the given sizes (in pages), reading a made-up pagemap."""
     ranges, start = [], 1 << 30
     for count in page_counts:
         ranges.append((start, start + count * PAGE_SIZE))
@@ -25,32 +27,59 @@ def snapshots_of(page_counts, gap=7):
     size = PagemapSnapshots.bytes_for(ranges)
     private = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     kept = shared_buffer(PagemapSnapshots.kept_bytes(size), populate=False)
-    snaps = PagemapSnapshots(ranges, memoryview(private), memoryview(kept))
-    return snaps, (private, kept)
+    pagemap = tempfile.NamedTemporaryFile(prefix="pagemap-")
+    snaps = PagemapSnapshots(ranges, memoryview(private), memoryview(kept), path=pagemap.name)
+    snaps.attach()
+    return snaps, (private, kept, pagemap)
 
 
 def close(snaps, buffers):
     snaps.close()
-    release(*buffers)
+    private, kept, pagemap = buffers
+    release(private, kept)
+    pagemap.close()
+
+
+def pagemap_holds(snaps, entries):
+    """Write ``entries`` (laid end to end, as in a snapshot) where a pagemap holds the ranges' entries."""
+    at = 0
+    for start, stop in snaps.ranges:
+        n = (stop - start) // PAGE_SIZE
+        with open(snaps.path, "r+b") as f:
+            f.seek((start // PAGE_SIZE) * ENTRY_SIZE)
+            f.write(entries[at:at + n].tobytes())
+        at += n
+
+
+def readings(snaps, before, after, keep_baseline=False):
+    """Take the baseline with the pagemap holding ``before``, then the changes with it holding ``after``."""
+    pagemap_holds(snaps, before)
+    snaps.reset()
+    snaps.take_baseline()
+    assert (snaps.baseline == before).all()
+    pagemap_holds(snaps, after)
+    keep_changes(snaps.second_reading())
+    if keep_baseline:
+        snaps.keep_baseline()
 
 
 @pytest.mark.parametrize("seed", range(8))
-@pytest.mark.parametrize("page_counts", [[1], [3, 700, 1], [PIECE - 1, PIECE + 1], [40_000], [5, 16 * PIECE + 3, 2]])
+@pytest.mark.parametrize("page_counts", [[1], [3, 700, 1], [PIECE - 1, PIECE + 1], [40_000],
+                                         [5, 16 * PIECE + 3, 2], [WINDOW_PAGES - 1, 2, WINDOW_PAGES + 1]])
 def test_the_changes_kept_are_exactly_the_entries_that_differ(page_counts, seed):
     rng = np.random.default_rng(seed)
     snaps, buffers = snapshots_of(page_counts)
     try:
-        before, after = snaps.entries
-        before[:] = rng.integers(0, 1 << 63, before.size, dtype=np.uint64)
-        after[:] = before
-        n = before.size
-        # Changes at the edges of pieces and of memcmp's chunks, and anywhere.
-        edges = [0, n - 1, PIECE - 1, PIECE, 16 * PIECE - 1, 16 * PIECE, 16 * PIECE + 1]
+        n = snaps.npages
+        before = rng.integers(0, 1 << 63, n, dtype=np.uint64)
+        after = before.copy()
+        # Changes at the edges of pieces, of memcmp's chunks and of the windows, and anywhere.
+        edges = [0, n - 1, PIECE - 1, PIECE, 16 * PIECE - 1, 16 * PIECE, 16 * PIECE + 1,
+                 WINDOW_PAGES - 1, WINDOW_PAGES, 2 * WINDOW_PAGES - 1]
         changed = sorted({p for p in edges if p < n} | set(rng.integers(0, n, 1 + n // 997).tolist()))
         changed = [p for p in changed if rng.random() < 0.7]
         after[changed] ^= np.uint64(1 << 56)
-        snaps.reset()
-        snaps.keep_changes(baseline=False)
+        readings(snaps, before, after)
         assert snaps.changed_positions().tolist() == (before != after).nonzero()[0].tolist() == changed
         kept_before, kept_after = snaps.kept_entries
         assert (kept_before[changed] == before[changed]).all() and (kept_after[changed] == after[changed]).all()
@@ -61,12 +90,10 @@ def test_the_changes_kept_are_exactly_the_entries_that_differ(page_counts, seed)
 def test_with_regions_the_whole_baseline_is_kept():
     snaps, buffers = snapshots_of([3, 2 * PIECE + 5])
     try:
-        before, after = snaps.entries
-        before[:] = np.arange(1, before.size + 1, dtype=np.uint64)
-        after[:] = before
+        before = np.arange(1, snaps.npages + 1, dtype=np.uint64)
+        after = before.copy()
         after[PIECE + 2] += np.uint64(1)
-        snaps.reset()
-        snaps.keep_changes(baseline=True)
+        readings(snaps, before, after, keep_baseline=True)
         assert (snaps.kept_entries[0][:before.size] == before).all()
         assert snaps.changed_positions().tolist() == [PIECE + 2]
     finally:
@@ -76,16 +103,12 @@ def test_with_regions_the_whole_baseline_is_kept():
 def test_nothing_kept_from_an_earlier_run_shows_as_a_change():
     snaps, buffers = snapshots_of([2 * PIECE])
     try:
-        before, after = snaps.entries
-        before[:] = 1
-        after[:] = 1
+        before = np.ones(snaps.npages, np.uint64)
+        after = before.copy()
         after[::PIECE // 2] = 2
-        snaps.reset()
-        snaps.keep_changes(baseline=False)
+        readings(snaps, before, after)
         assert snaps.changed_positions().size == 4
-        after[:] = before  # a second run in the same buffers, where nothing changed
-        snaps.reset()
-        snaps.keep_changes(baseline=False)
+        readings(snaps, before, before)  # a second run in the same buffers, where nothing changed
         assert snaps.changed_positions().size == 0
     finally:
         close(snaps, buffers)
@@ -98,13 +121,25 @@ def test_the_last_pieces_padding_is_no_entry():
     try:
         kept_before, kept_after = snaps.kept_entries
         kept_before[PIECE + 3:], kept_after[PIECE + 3:] = 5, 6
-        before, after = snaps.entries
-        before[:] = 1
-        after[:] = 1
+        before = np.ones(snaps.npages, np.uint64)
+        after = before.copy()
         after[PIECE + 1] = 9
-        snaps.reset()
-        snaps.keep_changes(baseline=False)
+        readings(snaps, before, after)
         assert snaps.changed_positions().tolist() == [PIECE + 1]
+    finally:
+        close(snaps, buffers)
+
+
+def test_the_warm_up_keeps_nothing_and_reads_nothing_into_the_baseline():
+    snaps, buffers = snapshots_of([3, PIECE + 1])
+    try:
+        before = np.arange(7, 7 + snaps.npages, dtype=np.uint64)
+        pagemap_holds(snaps, before)
+        snaps.reset()
+        snaps.baseline[:] = 0
+        snaps.warm_up()
+        assert snaps.changed_positions().size == 0
+        assert not snaps.baseline.any()
     finally:
         close(snaps, buffers)
 

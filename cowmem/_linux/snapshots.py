@@ -5,6 +5,7 @@ counters (``ProcCounters``).
 
 from __future__ import annotations
 
+import array
 import ctypes
 import os
 from typing import Optional, Sequence, Tuple
@@ -28,29 +29,33 @@ NO_POSITIONS.flags.writeable = False
 PIECE = PAGE_SIZE // ENTRY_SIZE
 # Entries memcmp compares at once before it looks at the pieces within.
 _SCAN = 16 * PIECE
+_SCAN_BYTES = _SCAN * ENTRY_SIZE
 # A piece's mark in the kept memory: it changed, and both snapshots of it are kept.
 _CHANGED = 1
 
 
 class PagemapSnapshots:
-    """Two snapshots of the pagemap entries of fixed address ranges, taken in a
-    forked child, and what changed between them, kept where the parent sees it.
+    """A baseline snapshot of the pagemap entries of fixed address ranges,
+    taken in a forked child, and what changed in them by the second reading,
+    kept where the parent sees it.
 
     The parent builds everything before the fork (the read plans, into
     ``view``, ``bytes_for(ranges)`` bytes of an UnforkedBuffer, and
     ``kept``, ``kept_bytes(bytes_for(ranges))`` bytes of shared memory), so
     that the child allocates nothing before its baseline: each write it
     made there could copy a page the access would have copied.
-    ``warm_up()`` runs the same code path on one entry, to dirty the
+    ``warm_up()`` runs the same code paths on one entry, to dirty the
     interpreter's own pages before the baseline.
 
-    After the second snapshot the child copies each piece (a page of
-    entries) that changed, both snapshots of it, into ``kept``, with
-    memcmp and memmove alone (``keep_changes``); whoever builds the report
-    looks into those only (``changed_positions``, ``kept_entries``), in
-    the child or in the parent.  So the child runs no numpy: its first
-    calls in a forked child copy a hundred pages of numpy's own state, each
-    a fault in the child and a page freed at its exit.
+    The second reading is never kept whole: it is read a window of
+    ``_WINDOW`` bytes at a time into scratch memory, and each piece (a page
+    of entries) that differs from the baseline is copied, both readings of
+    it, into ``kept``, with memcmp and memmove alone (``keep_changes``).
+    Whoever builds the report looks into those only (``changed_positions``,
+    ``kept_entries``), in the child or in the parent.  So the child runs no
+    numpy (its first calls in a forked child copy a hundred pages of
+    numpy's own state), and the second reading costs no fresh memory and
+    is compared while it is still in the cache.
     """
 
     def __init__(self, ranges: Sequence[Range], view: memoryview, kept: memoryview,
@@ -62,39 +67,47 @@ class PagemapSnapshots:
         self.pages.page_numbers(NO_POSITIONS)  # its arrays made now, before the fork
         counts = [(stop - start) >> PAGE_SHIFT for start, stop in self.ranges]
         self.npages = sum(counts)
-        half = self.npages * ENTRY_SIZE
-        views = [view[:half], view[half:2 * half]]
-        self.entries = [np.frombuffer(v, np.uint64) for v in views]
-        self._addresses = tuple(e.ctypes.data for e in self.entries)
+        size, window = self.npages * ENTRY_SIZE, _window_bytes(self.npages)
+        self.baseline = np.frombuffer(view, np.uint64, self.npages)
+        base = np.frombuffer(view, np.uint8, 1).ctypes.data
+        scratch, spare = view[size:size + window], view[size + window:size + window + _SPARE]
         pieces = -(-self.npages // PIECE)
         self.kept_entries = [np.frombuffer(kept, np.uint64, pieces * PIECE, k * pieces * PAGE_SIZE) for k in (0, 1)]
-        self._kept_addresses = tuple(e.ctypes.data for e in self.kept_entries)
+        kept_before, kept_after = (e.ctypes.data for e in self.kept_entries)
         self._marks = kept[2 * pieces * PAGE_SIZE:2 * pieces * PAGE_SIZE + pieces]
-        self._marks_address = self._kept_addresses[0] + 2 * pieces * PAGE_SIZE
-        self._plans = [self._plan(v, counts) for v in views]
-        # One range is enough: the loop's objects are the plans', which
-        # warm_up touches; what the loop makes is the same for each range.
-        self._warm_plan = self._plan(views[1], [1])
-        self._fd = -1
+        self._marks_address = kept_before + 2 * pieces * PAGE_SIZE
+        self._baseline_plan = _plan(self.ranges, view[:size], 0, size)
+        self._keep_baseline = (kept_before, base, size)
+        # What keep_changes reads and where it keeps what changed; and the
+        # same for warm_up: one entry, compared with a spare word that
+        # always differs from it, so that every branch runs, kept in spare
+        # words.
+        spare_base = base + size + window
+        starts = range(0, size, window)
+        self._streams = (
+            _stream(base + size, [(_plan(self.ranges, scratch, lo, min(lo + window, size)),
+                                   (base + lo, min(window, size - lo), kept_before + lo, kept_after + lo),
+                                   self._marks[lo // PAGE_SIZE:]) for lo in starts]),
+            _stream(base + size, [(_plan(self.ranges[:1], scratch, 0, ENTRY_SIZE),
+                                   (spare_base, ENTRY_SIZE, spare_base + ENTRY_SIZE, spare_base + 2 * ENTRY_SIZE),
+                                   spare[3 * ENTRY_SIZE:])]))
+        self._spare_word = spare_base
+        # The child's pagemap descriptor, in an array: the readings' arguments
+        # are made here, in the parent, so that the child makes no new object.
+        self._descriptor = array.array("q", [-1])
+        self._readings = tuple((self._descriptor, stream) for stream in self._streams)
 
     @staticmethod
     def bytes_for(ranges: Sequence[Range]) -> int:
-        """The bytes of buffer two snapshots of ``ranges`` take."""
-        return 2 * ENTRY_SIZE * sum((stop - start) >> PAGE_SHIFT for start, stop in ranges if stop > start)
+        """The bytes of buffer the baseline of ``ranges`` takes, with the scratch for the second reading."""
+        npages = sum((stop - start) >> PAGE_SHIFT for start, stop in ranges if stop > start)
+        return npages * ENTRY_SIZE + _window_bytes(npages) + _SPARE
 
     @staticmethod
     def kept_bytes(snapshot_bytes: int) -> int:
         """The bytes of shared memory that keeping the changes of snapshots of ``snapshot_bytes`` takes."""
-        pieces = -(-(snapshot_bytes // (2 * ENTRY_SIZE)) // PIECE)
+        pieces = -(-(snapshot_bytes // ENTRY_SIZE) // PIECE)
         return 2 * pieces * PAGE_SIZE + pieces
-
-    def _plan(self, view: memoryview, counts: Sequence[int]) -> list:
-        plan = []
-        lo = 0
-        for (start, _), count in zip(self.ranges, counts):
-            plan.append(((start >> PAGE_SHIFT) * ENTRY_SIZE, [view[lo:lo + count * ENTRY_SIZE]]))
-            lo += count * ENTRY_SIZE
-        return plan
 
     def reset(self) -> None:
         """In the parent, before a run: nothing kept yet."""
@@ -102,43 +115,37 @@ class PagemapSnapshots:
 
     def attach(self) -> None:
         """In the child: open its pagemap (``/proc/self`` is resolved at open)."""
-        self._fd = os.open(self.path, os.O_RDONLY)
+        self._descriptor[0] = os.open(self.path, os.O_RDONLY)
 
     def warm_up(self) -> None:
-        """Touch what the snapshots touch, so that taking them copies nothing.
+        """Run what the readings run, so that the baseline and the second reading copy nothing.
 
         The plans are objects the parent made: reading them writes their
-        reference counts, which copies their pages in the child.
+        reference counts, which copies their pages in the child.  The
+        second reading runs once, on one entry, through every branch.
         """
-        for plan in self._plans:
-            _touch(plan)
-        _read(self._fd, self._warm_plan)
+        _touch(self._baseline_plan)
+        plans, _, marks = self._streams[0]
+        for w in range(len(plans)):
+            _touch(plans[w])
+            marks[w]
+        _memset(self._spare_word, 0xFF, ENTRY_SIZE)
+        keep_changes(self.second_reading(_WARM))
 
-    def take(self, which: int) -> None:
-        """Read snapshot ``which`` (0 or 1) into ``entries[which]``."""
-        _read(self._fd, self._plans[which])
+    def take_baseline(self) -> None:
+        """Read the baseline into ``baseline``."""
+        _read(self._descriptor[0], self._baseline_plan)
 
-    def keep_changes(self, baseline: bool) -> None:
-        """In the child, after the second snapshot: keep each piece that
-        changed, both snapshots of it, and with ``baseline`` the whole first."""
-        before, after = self._addresses
-        kept_before, kept_after = self._kept_addresses
-        marks, size, piece = self._marks, self.npages * ENTRY_SIZE, PAGE_SIZE
-        if baseline:
-            _memmove(kept_before, before, size)
-        for lo in range(0, size, _SCAN * ENTRY_SIZE):
-            hi = min(lo + _SCAN * ENTRY_SIZE, size)
-            if not _memcmp(before + lo, after + lo, hi - lo):
-                continue
-            for at in range(lo, hi, piece):
-                n = min(piece, size - at)
-                if _memcmp(before + at, after + at, n):
-                    _memmove(kept_before + at, before + at, n)
-                    _memmove(kept_after + at, after + at, n)
-                    marks[at // piece] = _CHANGED
+    def second_reading(self, stream: int = 0) -> tuple:
+        """In the child, after ``attach``: what ``keep_changes`` takes, made before the baseline."""
+        return self._readings[stream]
+
+    def keep_baseline(self) -> None:
+        """After the second reading, for regions: the whole baseline, kept with the changes."""
+        _memmove(*self._keep_baseline)
 
     def changed_positions(self) -> np.ndarray:
-        """Positions whose entries differ between the two snapshots, sorted (after ``keep_changes``)."""
+        """Positions whose entries differ between the two readings, sorted (after ``keep_changes``)."""
         pieces = (np.frombuffer(self._marks, np.uint8) == _CHANGED).nonzero()[0]
         if not pieces.size:
             return NO_POSITIONS
@@ -150,7 +157,7 @@ class PagemapSnapshots:
 
     def descriptor_intact(self) -> bool:
         """True when the descriptor ``attach`` opened still refers to the pagemap."""
-        return _refers_to(self._fd, self.path)
+        return _refers_to(self._descriptor[0], self.path)
 
     def page_numbers(self, positions: np.ndarray) -> np.ndarray:
         """Virtual page numbers of the given positions in a snapshot."""
@@ -164,17 +171,98 @@ class PagemapSnapshots:
 
     def close(self) -> None:
         """Drop the views into the buffers (which stay their owner's); close the child's descriptor."""
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-        self.entries, self.kept_entries, self._plans, self._warm_plan = [], [], [], []
+        if self._descriptor[0] >= 0:
+            os.close(self._descriptor[0])
+            self._descriptor[0] = -1
+        self.baseline, self.kept_entries, self._baseline_plan, self._streams, self._readings = NO_ENTRIES, [], [], (), ()
         self._marks.release()
+
+
+_WARM = 1  # warm_up's stream
+NO_ENTRIES = np.zeros(0, np.uint64)
+NO_ENTRIES.flags.writeable = False
+# The second reading goes through scratch memory this large (entries of
+# 32,768 pages): few reads, and the scratch stays in the cache while it is compared.
+_WINDOW = 4 * _SCAN * ENTRY_SIZE
+# After the scratch: words for warm_up to compare and keep (before, kept
+# before, kept after, a mark).
+_SPARE = 4 * ENTRY_SIZE
+
+
+def _window_bytes(npages: int) -> int:
+    return min(_WINDOW, max(1, -(-npages // PIECE)) * PAGE_SIZE)
+
+
+def _plan(ranges: Sequence[Range], view: memoryview, lo: int, hi: int) -> tuple:
+    """preadv's file offsets and views for the bytes [lo, hi) of the entries of
+    ``ranges`` laid end to end, into ``view`` (which starts at ``lo``).
+
+    The offsets are an array, not ints: an int the parent made may lie on a
+    page of the data, which the child would make its own by touching it
+    before the baseline (unobserved).  Read from the array, each is a new
+    int, freed at once, so that one block of memory serves them all.
+    """
+    offsets, views, at = array.array("q"), [], 0
+    for start, stop in ranges:
+        n = ((stop - start) >> PAGE_SHIFT) * ENTRY_SIZE
+        first, last = max(lo, at), min(hi, at + n)
+        if first < last:
+            offsets.append((start >> PAGE_SHIFT) * ENTRY_SIZE + first - at)
+            views.append([view[first - lo:last - lo]])
+        at += n
+    return offsets, views
+
+
+def _stream(scratch: int, windows: list) -> tuple:
+    """What ``keep_changes`` needs: per window a plan into scratch, the marks
+    from its first piece on, and (baseline address, bytes, kept-before and
+    kept-after addresses), these with the scratch's address in one array
+    (see ``_plan``)."""
+    numbers = array.array("q", [scratch])
+    for _plan_, addresses, _marks in windows:
+        numbers.extend(addresses)
+    return [plan for plan, _, _ in windows], numbers, [marks for _, _, marks in windows]
+
+
+def keep_changes(reading: tuple) -> None:
+    """The second reading (``PagemapSnapshots.second_reading``): read each
+    window into scratch; keep each piece that differs from the baseline,
+    both readings of it.
+
+    Pieces lie on the window's grid, so none straddles two windows.  The
+    same code runs in warm_up, on one entry, through every branch: every
+    object it touches is the child's before the baseline, and each int it
+    makes reuses the memory the warm-up's made and freed.  It looks up no
+    attribute (see ``_read``).
+    """
+    descriptor, (plans, numbers, marks) = reading
+    fd, scratch = descriptor[0], numbers[0]
+    for w in range(len(plans)):
+        _read(fd, plans[w])
+        before, n = numbers[1 + 4 * w], numbers[2 + 4 * w]
+        if _memcmp(before, scratch, n):
+            _keep_pieces(before, scratch, n, numbers[3 + 4 * w], numbers[4 + 4 * w], marks[w])
+
+
+def _keep_pieces(before: int, scratch: int, n: int, kept_before: int, kept_after: int, marks: memoryview) -> None:
+    """In a window that changed: memcmp's chunks, then the pieces within the
+    chunks that changed (``marks`` from the window's first piece on)."""
+    for chunk in range(0, n, _SCAN_BYTES):
+        size = min(_SCAN_BYTES, n - chunk)
+        if _memcmp(before + chunk, scratch + chunk, size):
+            for at in range(chunk, chunk + size, PAGE_SIZE):
+                m = min(PAGE_SIZE, n - at)
+                if _memcmp(before + at, scratch + at, m):
+                    _memmove(kept_before + at, before + at, m)
+                    _memmove(kept_after + at, scratch + at, m)
+                    marks[at // PAGE_SIZE] = _CHANGED
 
 
 _memcmp = ctypes.CDLL(None).memcmp
 _memcmp.restype = ctypes.c_int
 _memcmp.argtypes = (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)
-_memmove = ctypes.memmove
+_memmove, _memset = ctypes.memmove, ctypes.memset
+_preadv = os.preadv
 
 
 def _refers_to(fd: int, path: str) -> bool:
@@ -186,18 +274,32 @@ def _refers_to(fd: int, path: str) -> bool:
     return opened.st_ino == named.st_ino and opened.st_dev == named.st_dev
 
 
-def _read(fd: int, plan: list) -> None:
-    # One preadv per range into a prebuilt view: the loop allocates nothing
-    # but the returned ints.
-    for offset, views in plan:
-        if os.preadv(fd, views, offset) != len(views[0]):
-            _read_rest(fd, offset, views[0])
+def _read(fd: int, plan: tuple) -> None:
+    # One preadv per range into a prebuilt view.  Names are globals and
+    # locals only: an attribute lookup that misses the interpreter's type
+    # cache (the access may have evicted it) writes the cache and the type's
+    # MRO tuple, pages that a reading in progress would count.
+    offsets, views = plan
+    for i in range(len(views)):
+        into = views[i]
+        if _preadv(fd, into, offsets[i]) != len(into[0]):
+            _read_rest(fd, offsets[i], into[0])
 
 
-def _touch(plan: list) -> None:
-    for _offset, views in plan:
-        # Taking a reference writes the same reference counts preadv will.
-        views[0]
+def _touch(plan: tuple) -> None:
+    # Taking references writes the same reference counts _read and preadv will.
+    offsets, views = plan
+    for into in views:
+        into[0]
+
+
+def read_counters(reading: tuple) -> None:
+    """Copy the counters (``ProcCounters.reading``), looking up no attribute (see ``_read``)."""
+    # No loop: an iterator is an object made, maybe on a page of the data, before the baseline.
+    descriptors, views, lengths, at = reading
+    lengths[at] = _preadv(descriptors[0], views[0], 0)
+    if descriptors[1] >= 0:
+        lengths[at + 1] = _preadv(descriptors[1], views[1], 0)
 
 
 class ProcCounters:
@@ -218,32 +320,44 @@ class ProcCounters:
         # The lengths of the four copies, through a plain view: numpy's first calls in a child cost more.
         self._lengths = view[4 * self._SIZE:4 * self._SIZE + 4 * 8].cast("q")
         self._lengths[1] = self._lengths[3] = 0
-        self._fds: Tuple[int, ...] = ()
+        # The child's descriptors (-1: not open) and each reading's arguments,
+        # made here, in the parent, so that the child makes no new object.
+        self._descriptors = array.array("q", [-1, -1])
+        self._readings = tuple((self._descriptors, self._views[2 * k:2 * k + 2], self._lengths, 2 * k)
+                               for k in (0, 1))
 
     def attach(self, cross_checks: bool) -> None:
-        """In the child: open the files, and fault in the pages the first reading writes.
+        """In the child: open the files, fault in the pages the first reading
+        writes, and make the second reading once.
 
         The buffer is shared memory, whose page tables fork does not copy: a
         fault taken while reading the first time would count among the
-        access's minor faults.  Those of the second reading come after the
-        file's text is made, and are not in it.
+        access's minor faults.  The second reading comes right after the
+        access, before the second snapshot, where each object it touched
+        for the first time (its views, written by preadv) would be a copy
+        counted as the access's: so it is made once now, and its pages are
+        faulted in too.
         """
-        self._fds = tuple(os.open(path, os.O_RDONLY) for path in self._PATHS[:2 if cross_checks else 1])
+        self._descriptors[0] = os.open(self._PATHS[0], os.O_RDONLY)
+        if cross_checks:
+            self._descriptors[1] = os.open(self._PATHS[1], os.O_RDONLY)
         self._lengths[0] = 0
         self._views[0][0][0] = 0
         if cross_checks:
             self._views[1][0][0] = 0
+        self.read(1)
 
     def read(self, which: int) -> None:
-        # No loop: an iterator is an object made, maybe on a page of the data, before the baseline.
-        lengths, views, fds = self._lengths, self._views, self._fds
-        lengths[2 * which] = os.preadv(fds[0], views[2 * which], 0)
-        if len(fds) > 1:
-            lengths[2 * which + 1] = os.preadv(fds[1], views[2 * which + 1], 0)
+        """Copy the counters into reading ``which`` (0 or 1)."""
+        read_counters(self.reading(which))
+
+    def reading(self, which: int) -> tuple:
+        """What ``read_counters`` takes for reading ``which`` (made by the parent)."""
+        return self._readings[which]
 
     def descriptors_intact(self) -> bool:
         """True when the descriptors ``attach`` opened still refer to their files."""
-        return all(_refers_to(fd, path) for fd, path in zip(self._fds, self._PATHS))
+        return all(_refers_to(fd, path) for fd, path in zip(self._descriptors, self._PATHS) if fd >= 0)
 
     def parse(self, which: int) -> Tuple[int, Optional[int], Optional[int]]:
         """(minor faults, USS bytes, Private_Dirty bytes) of reading ``which``;
@@ -268,9 +382,10 @@ class ProcCounters:
         return minflt, uss, fields.get("Private_Dirty", 0)
 
     def close(self) -> None:
-        for fd in self._fds:
-            os.close(fd)
-        self._fds = ()
+        for k, fd in enumerate(self._descriptors):
+            if fd >= 0:
+                os.close(fd)
+                self._descriptors[k] = -1
+        self._readings, self._views = (), []
         self._lengths.release()
-        self._views = []
         release(self._buffer)

@@ -66,7 +66,7 @@ class FaultTrace:
         try:
             self._write("buffer_size_kb", str(BUFFER_KB))
             self._write("options/event-fork", "1")
-            self._marker = os.open(os.path.join(self.dir, "trace_marker"), os.O_WRONLY)
+            self.marker = os.open(os.path.join(self.dir, "trace_marker"), os.O_WRONLY)
         except BaseException:
             os.rmdir(self.dir)
             raise
@@ -83,8 +83,8 @@ class FaultTrace:
             self._write(f"events/{event}/enable", "1")
 
     def mark(self, text: bytes) -> None:
-        """A marker line, in order with the faults (one write; allocates nothing)."""
-        os.write(self._marker, text)
+        """A marker line, in order with the faults (one write to ``self.marker``, an fd)."""
+        os.write(self.marker, text)
 
     def stop(self) -> List[Event]:
         """The markers and write faults since ``start``, in order; AssertionError if the buffer lost any."""
@@ -119,7 +119,7 @@ class FaultTrace:
         return total
 
     def close(self) -> None:
-        os.close(self._marker)
+        os.close(self.marker)
         for event in EVENTS:
             self._write(f"events/{event}/enable", "0")
         self._write("set_event_pid", "")
@@ -132,12 +132,35 @@ class FaultTrace:
         self.close()
 
 
-def first_faults_between(events: List[Event], begin: str, end: str) -> Tuple[int, Dict[int, str]]:
+def code_at(ip: str, maps: List[Tuple[int, int, int, str]]) -> str:
+    """An instruction address as ``file+offset`` (``maps``: ``mappings()``), for ``addr2line`` or ``nm``."""
+    if ip.startswith("0x"):
+        address = int(ip, 16)
+        for lo, hi, offset, path in maps:
+            if lo <= address < hi:
+                return f"{os.path.basename(path)}+{address - lo + offset:#x}"
+    return ip
+
+
+def mappings() -> List[Tuple[int, int, int, str]]:
+    """This process's file mappings (a forked child has the same): (start, stop, file offset, path)."""
+    found = []
+    with open("/proc/self/maps") as f:
+        for line in f:
+            fields = line.split()
+            if len(fields) > 5:
+                lo, hi = (int(x, 16) for x in fields[0].split("-"))
+                found.append((lo, hi, int(fields[2], 16), fields[5]))
+    return found
+
+
+def first_faults_between(events: List[Event], begin: str, end: str) -> Tuple[int, Dict[int, Tuple[str, str]]]:
     """The process that wrote marker ``begin``, and for each page it wrote
-    with a fault, where its first such write fell: "before", "between" or
-    "after" the markers."""
+    with a fault, where its first such write fell ("before", "between" or
+    "after" the markers) and the instruction that made it."""
     (pid,) = {e.pid for e in events if e.marker == begin}
-    where: Dict[int, str] = {}
+    maps = mappings()
+    where: Dict[int, Tuple[str, str]] = {}
     moment = "before"
     for e in events:
         if e.pid != pid:
@@ -147,6 +170,7 @@ def first_faults_between(events: List[Event], begin: str, end: str) -> Tuple[int
         elif e.marker == end:
             moment = "after"
         elif e.page is not None:
-            where.setdefault(e.page, moment)
+            if e.page not in where:
+                where[e.page] = (moment, code_at(e.ip, maps))
     assert moment == "after", f"marker {end!r} not found"
     return pid, where
