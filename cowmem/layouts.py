@@ -31,6 +31,7 @@ WORD = 8
 
 # Type flags.
 HAVE_GC = 1 << 14
+HEAPTYPE = 1 << 9
 INLINE_VALUES = 1 << 2          # 3.13+: attribute values stored after the object
 MANAGED_WEAKREF = 1 << 3        # 3.12+: the weakref list pointer in the pre-header
 MANAGED_DICT = 1 << 4           # 3.11+: the __dict__ (or values) pointer in the pre-header
@@ -53,6 +54,11 @@ PREHEADER = 2 * WORD
 #   "inline"    3.13+: after the object (tp_basicsize), in the object's own allocation.
 VALUES = {(3, 9): "dict", (3, 10): "dict", (3, 11): "preheader", (3, 12): "tagged"}.get(_KNOWN, "inline")
 IMMORTAL = _KNOWN >= (3, 12)    # objects whose reference count is never written
+
+# 3.11, 3.12: a values array has one slot per entry or usable slot of its class's shared keys
+# (PyHeapTypeObject.ht_cached_keys) when it was made; those counts only shrink as instances are made.
+HT_CACHED_KEYS = {(3, 11): 109 * WORD, (3, 12): 110 * WORD}.get(_KNOWN, 0)
+KEYS_USABLE, KEYS_NENTRIES = 2 * WORD, 3 * WORD   # PyDictKeysObject.dk_usable, dk_nentries
 
 LIST_ITEMS, LIST_ALLOCATED = 3 * WORD, 4 * WORD
 TUPLE_ITEMS = tuple.__basicsize__
@@ -94,18 +100,43 @@ def values_size(capacity: np.ndarray) -> np.ndarray:
     return np.uint64(WORD) + capacity * np.uint64(WORD) + (capacity + np.uint64(WORD - 1)) // np.uint64(WORD) * np.uint64(WORD)
 
 
-def values_bounds(values: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+def values_bounds(values: np.ndarray, keys: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     """``[lo, hi)`` of the allocation behind each values pointer (3.11+, uint64 addresses).
 
-    3.11 and 3.12 allocate a prefix (insertion order) before the values and
-    store its size, a multiple of 8 and at least count + 2, in the byte just
-    before them: the values end at most (prefix - 2) words after.  3.13+
-    starts the block with its capacity.
+    ``keys``: the address of the shared keys each array was made for (3.11,
+    3.12; a class's ``cached_keys``, a split dict's ``ma_keys``; 0 for
+    none), unread on 3.13+, whose block starts with its capacity.  3.11 and
+    3.12 allocate a prefix (insertion order) before the values and store
+    its size, a multiple of 8 bytes rounded up from slots + 2, in the byte
+    just before them; the values are 8 bytes per slot of the keys
+    (``values_slots``).
     """
     if VALUES == "inline":
         return values, values + values_size(gather(values, np.uint8))
     prefix = gather(values - np.uint64(1), np.uint8).astype(np.uint64)
-    return values - prefix, values + np.maximum(prefix, np.uint64(2)) * np.uint64(WORD) - np.uint64(2 * WORD)
+    return values - prefix, values + values_slots(keys, values.shape) * np.uint64(WORD)
+
+
+def values_slots(keys: np.ndarray, shape: Tuple[int, ...]) -> np.ndarray:
+    """Value slots of the arrays made for each shared keys object (3.11, 3.12): dk_nentries + dk_usable.
+
+    An array made when the keys had more usable slots is longer: its extra
+    slots stay NULL, as no key indexes them (CPython's own walk of the
+    values stops here too).  0 where ``keys`` is 0.
+    """
+    keys = np.broadcast_to(np.asarray(keys, np.uint64), shape)
+    slots = np.zeros(shape, np.uint64)
+    known = keys != 0
+    slots[known] = (gather(keys[known] + np.uint64(KEYS_NENTRIES), np.uint64)
+                    + gather(keys[known] + np.uint64(KEYS_USABLE), np.uint64))
+    return slots
+
+
+def cached_keys(tp: type) -> int:
+    """The address of the shared keys of ``tp``'s instances' values arrays (3.11, 3.12); 0 elsewhere."""
+    if VALUES not in ("preheader", "tagged") or not tp.__flags__ & HEAPTYPE:
+        return 0
+    return int(gather(np.array([id(tp) + HT_CACHED_KEYS], np.uint64), np.uint64)[0])
 
 
 def managed_values(tp: type, ids: np.ndarray) -> np.ndarray:

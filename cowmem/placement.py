@@ -236,7 +236,7 @@ class Placer:
         if tp.__flags__ & layouts.MANAGED_DICT:
             values = layouts.managed_values(tp, ids)
             has = values != 0
-            rows.add(*layouts.values_bounds(values[has]), code, STORAGE, ids[has])
+            rows.add(*layouts.values_bounds(values[has], layouts.cached_keys(tp)), code, STORAGE, ids[has])
         place = _STORAGE.get(kind.placed)
         held = place(self, objs, ids, code, rows, unlocated) if place is not None else []
         if kind.arrow:
@@ -292,7 +292,7 @@ class Placer:
         if layouts.VALUES == "dict":
             rows.add(values[split], values[split] + extra[split], code, STORAGE, ids[split])
         else:
-            rows.add(*layouts.values_bounds(values[split]), code, STORAGE, ids[split])
+            rows.add(*layouts.values_bounds(values[split], keys[split]), code, STORAGE, ids[split])
         # gc does not show the keys of a table whose keys are all str.
         return [key for table in objs for key in dict.keys(table)]
 

@@ -104,24 +104,36 @@ def _check_dict(read: SafeReader) -> Optional[str]:
         if not own or [int(w) for w in read.words(own, 3)] != list(map(id, values[:3])):
             return "an instance __dict__'s split values are not at ma_values"
         return None
-    vars(instance)   # makes the dict; its table stays the instance's values
-    own = read.word(id(vars(instance)) + layouts.DICT_VALUES)
-    return _check_values(read, own, values[:3]) if own else "an instance __dict__ has no split values"
+    split = vars(instance)   # makes the dict; its table stays the instance's values
+    own, keys = read.word(id(split) + layouts.DICT_VALUES), read.word(id(split) + layouts.DICT_KEYS)
+    return _check_values(read, own, keys, split, values[:3]) if own else "an instance __dict__ has no split values"
 
 
-def _check_values(read: SafeReader, values: int, held: list) -> Optional[str]:
+def _check_values(read: SafeReader, values: int, keys: int, split: Optional[dict], held: list) -> Optional[str]:
+    """The values array at ``values`` holds ``held`` first, and layouts.values_bounds places it.
+
+    3.11, 3.12: ``keys`` are the shared keys it was made for, ``split`` a
+    split dict of those keys, whose ``__sizeof__`` counts 8 bytes per slot;
+    the array is its prefix and its slots, exactly.
+    """
     first = values + (layouts.WORD if layouts.VALUES == "inline" else 0)
     if [int(w) for w in read.words(first, len(held))] != list(map(id, held)):
         return f"the values at {values:#x} are not the instance's attributes"
     if layouts.VALUES == "inline":
-        capacity = read.byte(values)
-        ok = capacity >= len(held)
+        ok = read.byte(values) >= len(held)
+        start, stop = values, first + len(held) * layouts.WORD   # at least
     else:
         prefix = read.byte(values - 1)
-        ok = prefix % layouts.WORD == 0 and prefix >= len(held) + 2
-    lo, hi = (int(b[0]) for b in layouts.values_bounds(np.array([values], np.uint64)))
-    return None if ok and lo <= values and hi >= first + len(held) * layouts.WORD else \
-        f"the values block at {values:#x} does not say its size as expected"
+        slots = read.word(keys + layouts.KEYS_NENTRIES) + read.word(keys + layouts.KEYS_USABLE)
+        if split is None or slots * layouts.WORD != dict.__sizeof__(split) - dict.__basicsize__:
+            return (f"the words at offsets {layouts.KEYS_NENTRIES} and {layouts.KEYS_USABLE} of shared keys "
+                    "do not count the value slots that a split dict's size does")
+        # CPython rounds slots + 2 up to a multiple of 8 (more slots, for an array made when the keys had more).
+        ok = prefix % layouts.WORD == 0 and len(held) <= slots and slots + 2 <= prefix
+        start, stop = values - prefix, values + slots * layouts.WORD   # exactly
+    lo, hi = (int(b[0]) for b in layouts.values_bounds(np.array([values], np.uint64), np.array([keys], np.uint64)))
+    placed = lo <= start and hi >= stop if layouts.VALUES == "inline" else (lo, hi) == (start, stop)
+    return None if ok and placed else f"the values block at {values:#x} does not say its size as expected"
 
 
 def _check_instance(read: SafeReader) -> Optional[str]:
@@ -135,9 +147,15 @@ def _check_instance(read: SafeReader) -> Optional[str]:
         values = id(instance) + _Sample.__basicsize__
         if read.byte(values + 2) != 1:
             return "the values after the object are not marked embedded"
-        return _check_values(read, values, held)
+        return _check_values(read, values, 0, None, held)
     values = int(layouts.managed_values(_Sample, np.array([id(instance)], np.uint64))[0])
-    return _check_values(read, values, held) if values else "no values pointer in the pre-header"
+    if not values:
+        return "no values pointer in the pre-header"
+    split = vars(_Sample(*held))   # another instance's dict: its keys are the class's
+    keys = read.word(id(_Sample) + layouts.HT_CACHED_KEYS)
+    if keys != read.word(id(split) + layouts.DICT_KEYS) or layouts.cached_keys(_Sample) != keys:
+        return f"the word at offset {layouts.HT_CACHED_KEYS} of a class is not its instances' shared keys"
+    return _check_values(read, values, keys, split, held)
 
 
 def _check_set(read: SafeReader) -> Optional[str]:

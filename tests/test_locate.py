@@ -9,6 +9,7 @@ reference's pages of the data (each is the median of 3 children).
 """
 
 import collections
+import ctypes
 import dataclasses
 import datetime
 import decimal
@@ -18,6 +19,7 @@ import os
 import pickle
 import signal
 import statistics
+import sys
 import threading
 import time
 
@@ -26,8 +28,8 @@ import pytest
 
 from cowmem import PAGE_SIZE, Regions, measure_fork, memory_ranges
 from cowmem.errors import LocateError
-from cowmem.index import OBJECT, STORAGE
-from cowmem.locate import index_heap, locate
+from cowmem.index import OBJECT, PARTS, STORAGE
+from cowmem.locate import index_heap, index_objects, locate
 
 from reference import outside
 from reference.elements import pages_of
@@ -339,3 +341,77 @@ def test_the_heap_index_holds_every_object_and_says_what_pages_hold():
 def ctypes_list_items(items):
     import ctypes
     return ctypes.c_void_p.from_address(id(items) + 24).value   # PyListObject.ob_item
+
+
+# --- attribute values arrays (3.11, 3.12): their own bytes, not their neighbours' ---------
+
+V = sys.version_info[:2]
+separate_values = pytest.mark.skipif(V not in ((3, 11), (3, 12)),
+                                     reason=f"CPython {V} keeps no values array of its own after a prefix")
+
+
+class NineAttributes:
+    """Once its class's shared keys have settled, an instance's values array (3.11, 3.12) has
+    10 slots (9 entries, 1 usable) after a 16-byte prefix (slots + 2 rounded up to 8 bytes):
+    96 bytes, though the prefix alone would leave room for 14 slots."""
+
+    def __init__(self, i):
+        self.a, self.b, self.c, self.d, self.e, self.f, self.g, self.h, self.i = (i,) * 9
+
+
+def settled_instances(count):
+    [NineAttributes(i) for i in range(40)]   # the keys' usable slots shrink by one per instance, down to 1
+    return [NineAttributes(i) for i in range(count)]
+
+
+def values_array(o):
+    """(address, prefix bytes, slots) of a 3.11/3.12 instance's values array, by ctypes and sizeof."""
+    if V == (3, 11):
+        values = ctypes.c_uint64.from_address(id(o) - 32).value    # 4 words before the object
+    else:
+        tagged = ctypes.c_uint64.from_address(id(o) - 24).value    # 3 words before: values - 1 (odd), or a dict
+        assert tagged & 1
+        values = tagged + 1
+    sibling = type(o)(0)   # its split dict's size counts 8 bytes per slot of the class's keys
+    slots = (dict.__sizeof__(vars(sibling)) - dict.__basicsize__) // 8
+    return values, ctypes.c_uint8.from_address(values - 1).value, slots
+
+
+@separate_values
+def test_an_instance_values_array_is_its_prefix_and_slots():
+    o = settled_instances(1)[0]
+    values, prefix, slots = values_array(o)
+    assert (prefix, slots) == (16, 10)
+    index = index_objects({"o": o}, depth=0)
+    (row,) = np.flatnonzero(index.part == STORAGE)
+    assert (index.lo[row], index.hi[row], index.owner[row]) == (values - prefix, values + 8 * slots, id(o))
+
+
+@separate_values
+def test_a_materialized_dict_values_array_is_its_prefix_and_slots():
+    o = settled_instances(1)[0]
+    table = vars(o)   # a split dict, which takes the instance's values array over
+    values = ctypes.c_uint64.from_address(id(table) + 40).value   # PyDictObject.ma_values
+    prefix, slots = ctypes.c_uint8.from_address(values - 1).value, (dict.__sizeof__(table) - dict.__basicsize__) // 8
+    assert (prefix, slots) == (16, 10)
+    index = index_objects({"table": table}, depth=0)
+    (row,) = np.flatnonzero(index.part == STORAGE)
+    assert (index.lo[row], index.hi[row], index.owner[row]) == (values - prefix, values + 8 * slots, id(table))
+
+
+def test_the_heap_index_gives_a_str_made_beside_attribute_values_to_the_str():
+    kept = settled_instances(20_000)
+    size = 96
+    if V in ((3, 11), (3, 12)):
+        _, prefix, slots = values_array(kept[0])
+        size = prefix + 8 * slots       # strs of the values arrays' size: in the same allocator pools,
+    del kept[::2]                       # where they fill the holes left between the arrays
+    strings = [f"{i:0{size - sys.getsizeof('')}d}" for i in range(10_000)]
+    assert {sys.getsizeof(s) for s in strings} == {size}
+    index = index_heap()
+    ids = np.array([id(s) for s in strings], np.uint64)
+    rows = index.lookup(ids)
+    assert np.all(rows >= 0)
+    claimed = rows[index.owner[rows] != ids]
+    assert [(index.types[index.code[r]].name, PARTS[index.part[r]]) for r in claimed] == []
+    assert {index.types[c].name for c in index.code[rows]} == {"str"} and np.all(index.part[rows] == OBJECT)
