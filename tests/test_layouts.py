@@ -65,6 +65,19 @@ def test_instance_values_where_they_are_not(monkeypatch):
         verify.require("instance attribute values")
 
 
+@pytest.mark.parametrize("fact, name, wrong", [
+    ("instance attribute values", "HT_CACHED_KEYS", layouts.HT_CACHED_KEYS - layouts.WORD),   # ht_qualname
+    ("instance attribute values", "KEYS_USABLE", layouts.KEYS_NENTRIES),
+    ("dict", "KEYS_NENTRIES", 0),                                                             # dk_refcnt
+])
+def test_a_wrong_fact_of_separate_values_arrays_fails_its_check(monkeypatch, fact, name, wrong):
+    if layouts.VALUES not in ("preheader", "tagged"):
+        pytest.skip(f"CPython {sys.version_info[:2]} keeps no values array sized by its class's keys")
+    monkeypatch.setattr(layouts, name, wrong)
+    with pytest.raises(UnverifiedLayoutError, match=fact):
+        verify.require(fact)
+
+
 def free_threaded_header(monkeypatch):
     """What a free-threaded build looks like to cowmem: ob_type is not at offset 8."""
     monkeypatch.setattr(layouts, "TYPE", 24)
