@@ -167,6 +167,14 @@ def test_parent_writes_after_fork_are_not_charged_to_the_child():
 # --- the seed's cases, n = 10**6 -------------------------------------------
 
 N = 10 ** 6
+# The most pages of a list of ints that can be the child's before its
+# baseline, each seen from outside (tests/reference/faults.py): the small
+# ints' 3 pages in the interpreter, which every bytecode writes; and one
+# page per 32-byte block written before the baseline that lands on a page
+# of the data: CPython's at-fork copies of its callback lists (2), and the
+# ints the warm-up's run of the second snapshot holds at once (9).  Seen
+# in CI: up to 9.
+UNOBSERVED_INTS = 3 + 2 + 9
 
 
 def _is_immortal(obj):
@@ -204,8 +212,8 @@ def test_list_of_ints_copies_the_pages_of_its_ints(access):
     # child's at the baseline (reported as unobserved).
     assert copied <= expected
     missing = expected - copied
-    assert len(missing) * PAGE_SIZE <= report.unobserved["data"] <= 8 * PAGE_SIZE
-    assert len(copied) >= len(expected) - 8
+    assert len(missing) * PAGE_SIZE <= report.unobserved["data"] <= UNOBSERVED_INTS * PAGE_SIZE
+    assert len(copied) >= len(expected) - UNOBSERVED_INTS
 
 
 def test_ndarray_sum_copies_nothing_in_the_array():

@@ -216,9 +216,10 @@ def _plan(ranges: Sequence[Range], view: memoryview, lo: int, hi: int) -> tuple:
 def _stream(scratch: int, windows: list) -> tuple:
     """What ``keep_changes`` needs: per window a plan into scratch, the marks
     from its first piece on, and (baseline address, bytes, kept-before and
-    kept-after addresses), these with the scratch's address in one array
-    (see ``_plan``)."""
-    numbers = array.array("q", [scratch])
+    kept-after addresses), these with the scratch's address and the chunk
+    and piece sizes in one array (see ``_plan``: an int constant of the
+    module's, made at import, may share a page with the data too)."""
+    numbers = array.array("q", [scratch, _SCAN_BYTES, PAGE_SIZE])
     for _plan_, addresses, _marks in windows:
         numbers.extend(addresses)
     return [plan for plan, _, _ in windows], numbers, [marks for _, _, marks in windows]
@@ -239,23 +240,26 @@ def keep_changes(reading: tuple) -> None:
     fd, scratch = descriptor[0], numbers[0]
     for w in range(len(plans)):
         _read(fd, plans[w])
-        before, n = numbers[1 + 4 * w], numbers[2 + 4 * w]
+        before, n = numbers[3 + 4 * w], numbers[4 + 4 * w]
         if _memcmp(before, scratch, n):
-            _keep_pieces(before, scratch, n, numbers[3 + 4 * w], numbers[4 + 4 * w], marks[w])
+            _keep_pieces(before, scratch, n, numbers[5 + 4 * w], numbers[6 + 4 * w], marks[w],
+                         numbers[1], numbers[2])
 
 
-def _keep_pieces(before: int, scratch: int, n: int, kept_before: int, kept_after: int, marks: memoryview) -> None:
-    """In a window that changed: memcmp's chunks, then the pieces within the
-    chunks that changed (``marks`` from the window's first piece on)."""
-    for chunk in range(0, n, _SCAN_BYTES):
-        size = min(_SCAN_BYTES, n - chunk)
+def _keep_pieces(before: int, scratch: int, n: int, kept_before: int, kept_after: int, marks: memoryview,
+                 scan: int, piece: int) -> None:
+    """In a window that changed: memcmp's chunks of ``scan`` bytes, then the
+    pieces of ``piece`` bytes within the chunks that changed (``marks``
+    from the window's first piece on)."""
+    for chunk in range(0, n, scan):
+        size = min(scan, n - chunk)
         if _memcmp(before + chunk, scratch + chunk, size):
-            for at in range(chunk, chunk + size, PAGE_SIZE):
-                m = min(PAGE_SIZE, n - at)
+            for at in range(chunk, chunk + size, piece):
+                m = min(piece, n - at)
                 if _memcmp(before + at, scratch + at, m):
                     _memmove(kept_before + at, before + at, m)
                     _memmove(kept_after + at, scratch + at, m)
-                    marks[at // PAGE_SIZE] = _CHANGED
+                    marks[at // piece] = _CHANGED
 
 
 _memcmp = ctypes.CDLL(None).memcmp
