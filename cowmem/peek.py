@@ -49,6 +49,9 @@ def gather(addresses: np.ndarray, dtype: Any) -> np.ndarray:
     return view(low, count, dtype)[(addresses - np.uint64(low)) // size]
 
 
+_ADDRESS_LIMIT = 1 << 63  # pread's offset is an off_t
+
+
 class SafeReader:
     """Reads of this process's memory that fail cleanly on an unmapped address (OSError)."""
 
@@ -57,6 +60,10 @@ class SafeReader:
 
     def read(self, address: int, size: int) -> bytes:
         """``size`` bytes at ``address``; OSError if any of them is not mapped."""
+        if not 0 <= address < _ADDRESS_LIMIT:
+            # A word that is no pointer (a wrong layout fact) can read as one
+            # past what pread's offset takes: OverflowError, not OSError.
+            raise OSError(f"no memory at {address:#x}")
         data = os.pread(self._fd, size, address)
         if len(data) != size:
             raise OSError(f"only {len(data)} of {size} bytes readable at {address:#x}")

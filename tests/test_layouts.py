@@ -141,3 +141,13 @@ def test_no_helper_is_left_behind():
     memory_ranges([1, 2, 3])
     with pytest.raises(ChildProcessError):
         os.waitpid(-1, os.WNOHANG)
+
+
+@pytest.mark.parametrize("address", [-8, 2 ** 63, 2 ** 64 - 8])
+def test_reading_an_address_no_pointer_can_hold_is_an_oserror(address):
+    """What a wrong fact reads as a pointer can be any word: the checks expect OSError, nothing else."""
+    from cowmem.peek import SafeReader
+
+    with SafeReader() as read:
+        with pytest.raises(OSError):
+            read.word(address)
