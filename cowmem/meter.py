@@ -21,8 +21,8 @@ from ._linux.buffers import own_ranges
 from ._linux.maps import private_writable_are
 from ._linux.pagemap import PAGE_SHIFT, PAGE_SIZE
 from ._linux.probe import pagemap_facts
-from .errors import AccessError, CowmemError, DescriptorsClosedError
 from ._linux.snapshots import keep_changes, read_counters
+from .errors import AccessError, CowmemError, DescriptorsClosedError
 from .meter_buffers import BEGAN, ENDED, _keep, _prepare, stamp
 from .regions import RegionSpec, Regions
 from .snapshot_diff import _per_region, _runs, compare, exclusive_positions, fresh_in_new_mappings

@@ -105,7 +105,7 @@ class PagemapSnapshots:
 
     @staticmethod
     def kept_bytes(snapshot_bytes: int) -> int:
-        """The bytes of shared memory that keeping the changes of snapshots of ``snapshot_bytes`` takes."""
+        """The bytes of shared memory that keeping the changes takes, for snapshots in ``snapshot_bytes`` of buffer."""
         pieces = -(-(snapshot_bytes // ENTRY_SIZE) // PIECE)
         return 2 * pieces * PAGE_SIZE + pieces
 
@@ -220,7 +220,7 @@ def _stream(scratch: int, windows: list) -> tuple:
     and piece sizes in one array (see ``_plan``: an int constant of the
     module's, made at import, may share a page with the data too)."""
     numbers = array.array("q", [scratch, _SCAN_BYTES, PAGE_SIZE])
-    for _plan_, addresses, _marks in windows:
+    for _, addresses, _ in windows:
         numbers.extend(addresses)
     return [plan for plan, _, _ in windows], numbers, [marks for _, _, marks in windows]
 
