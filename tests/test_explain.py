@@ -410,8 +410,17 @@ def test_explain_counts_the_same_pages_in_the_data_as_plain_mode(case):
     # a fresh interpreter, where the data's pages hold little else.
     out = subprocess.run([sys.executable, "-c", PARITY, case], capture_output=True, text=True, check=True,
                          timeout=600).stdout
-    median = {mode: statistics.median(values) for mode, values in json.loads(out).items()}
-    print(f"\nin the data (medians of 7): {median}")
-    seen_before = abs(median["explain unobserved"] - median["plain unobserved"])
-    assert abs(median["plain"] - median["explain"]) <= 1 + seen_before
-    assert abs(median["plain"] + median["plain unobserved"] - median["explain"] - median["explain unobserved"]) <= 1
+    counts = json.loads(out)
+    print(f"\nin the data, pages of 7 interleaved pairs: {counts}")
+    # Compared pair by pair: a sum of medians taken field by field mixes
+    # measurements, and the heap settles over the first pairs.  What the
+    # child holds of the data at the end, copied or unobserved, does not
+    # depend on the mode; how it splits between the two may, by the pages
+    # the hand-over wrote first.
+    held = [plain + seen - explain - seen_in_explain for plain, seen, explain, seen_in_explain
+            in zip(counts["plain"], counts["plain unobserved"], counts["explain"], counts["explain unobserved"])]
+    seen_before = [seen_in_explain - seen for seen, seen_in_explain
+                   in zip(counts["plain unobserved"], counts["explain unobserved"])]
+    copied = [plain - explain for plain, explain in zip(counts["plain"], counts["explain"])]
+    assert abs(statistics.median(held)) <= 1
+    assert abs(statistics.median(copied)) <= 1 + abs(statistics.median(seen_before))
