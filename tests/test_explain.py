@@ -213,6 +213,9 @@ def test_restrict_counts_copied_pages_without_a_fault_as_unexplained():
     assert sub.copied_pages == keep.size + 1
     assert sub.unexplained_pages == 1
     assert sub.unexplained_by_mapping == {"[unmapped]": 1}
+    rows = sub.format().splitlines()[1:]
+    assert next(row for row in rows if row.split()[0] == "unexplained").split()[1:3] == ["1", "page"]
+    assert len({row.index(" %") for row in rows}) == 1   # one page or many, the columns line up
     assert np.array_equal(sub.explained_pages, keep)
     assert sub.faults_served == ex.faults_served
     assert abs(sum(c.share for c in sub.causes.values()) + 1 / 4 - 1) < 1e-12

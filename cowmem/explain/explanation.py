@@ -144,7 +144,7 @@ class Explanation:
         The share stated is that of the most common cause and, within it, the
         most common object type (mapping, outside the data).
         """
-        pages = f"{self.copied_pages:,} page{'s' if self.copied_pages != 1 else ''} copied"
+        pages = f"{self.copied_pages:,} {_unit(self.copied_pages).rstrip()} copied"
         if not self.copied_pages:
             return pages
         name, top = max(self.causes.items(), key=lambda kv: kv[1].pages)
@@ -184,16 +184,21 @@ class Explanation:
             kinds = ", ".join(f"{k} {v:,}" for k, v in itertools.islice(share.by_kind.items(), 3))
             more = len(share.by_kind) - 3
             kinds += f", {more} more" if more > 0 else ""
-            line = f"  {name:<19} {share.pages:>10,} pages {_percent(share.share):>7}"
+            line = f"  {name:<19} {share.pages:>10,} {_unit(share.pages)} {_percent(share.share):>7}"
             if share.pages:
                 line += f"  ({kinds}) e.g. {share.example}"
             lines.append(line)
-        line = f"  {'unexplained':<19} {self.unexplained_pages:>10,} pages " \
+        line = f"  {'unexplained':<19} {self.unexplained_pages:>10,} {_unit(self.unexplained_pages)} " \
                f"{_percent(self.unexplained_pages / self.copied_pages if self.copied_pages else 0.0):>7}"
         if self.unexplained_pages:
             line += "  (" + ", ".join(f"{k} {v:,}" for k, v in self.unexplained_by_mapping.items()) + ")"
         lines.append(line)
         return "\n".join(lines)
+
+
+def _unit(pages: int) -> str:
+    """"page " or "pages": as wide either way, so that the columns stay aligned."""
+    return "page " if pages == 1 else "pages"
 
 
 def _percent(fraction: float) -> str:
