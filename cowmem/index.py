@@ -59,14 +59,31 @@ class ObjectIndex:
     @classmethod
     def build(cls, lo: np.ndarray, hi: np.ndarray, code: np.ndarray, region: np.ndarray, part: np.ndarray,
               owner: np.ndarray, types: Sequence[TypeInfo], regions: Sequence[str]) -> "ObjectIndex":
-        """An index of possibly unsorted, overlapping rows (the columns as above)."""
+        """An index of possibly unsorted, overlapping rows (the columns as above).
+
+        In address order, a row is kept when it starts at or past the end of
+        every row kept before it: a row dropped for an overlap takes no other
+        row with it.
+        """
         keep = hi > lo
         order = np.argsort(lo[keep], kind="stable")   # addresses mostly ascend already: cheap
         columns = [c[keep][order] for c in (lo, hi, code, region, part, owner)]
         lo, hi = columns[0], columns[1]
-        first = np.ones(lo.size, bool)
-        first[1:] = lo[1:] >= np.maximum.accumulate(hi)[:-1]
-        return cls(*(c[first] for c in columns), tuple(types), tuple(regions))
+        # A row that starts past every end before it is kept; one that starts
+        # inside a row kept that way is dropped.  Left are the rows that
+        # overlap only rows dropped themselves, rare (it takes blocks that
+        # overlap in part), settled one by one in order.
+        kept = np.ones(lo.size, bool)
+        kept[1:] = lo[1:] >= np.maximum.accumulate(hi)[:-1]
+        kept_end = np.maximum.accumulate(np.where(kept, hi, 0))
+        settle = np.flatnonzero(~kept[1:] & (lo[1:] >= kept_end[:-1])) + 1
+        end = 0
+        for i, start, stop, before in zip(settle.tolist(), lo[settle].tolist(), hi[settle].tolist(),
+                                          kept_end[settle - 1].tolist()):
+            end = max(end, before)
+            if start >= end:
+                kept[i], end = True, stop
+        return cls(*(c[kept] for c in columns), tuple(types), tuple(regions))
 
     @classmethod
     def empty(cls) -> "ObjectIndex":
