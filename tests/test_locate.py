@@ -330,6 +330,7 @@ def test_the_heap_index_holds_every_object_and_says_what_pages_hold():
     assert index.part[rows].tolist() == [OBJECT] * 3 and index.owner[rows].tolist() == [id(strings), id(strings[7]),
                                                                                      id(table)]
     storage = index.lookup(np.array([ctypes_list_items(strings)], np.uint64))
+    assert storage.tolist() != [-1]
     assert index.part[storage].tolist() == [STORAGE] and index.owner[storage].tolist() == [id(strings)]
     # The pages wholly inside the strings' span hold mostly str.
     string_pages = np.unique(np.array([id(s) >> 12 for s in strings], np.uint64))
