@@ -108,8 +108,7 @@ def headline_rows(table: Table) -> List[Dict[str, object]]:
     rows: List[Dict[str, object]] = []
     top = max((abs(c) for *_, row in picked for c in row.cells if is_measured(c)), default=0.0)
     for _, kind, shown, row in picked:
-        rows.append({"kind": kind, "params": shown, "marked": any(row.marked),
-                     "differs": list(row.marked),
+        rows.append({"kind": kind, "params": shown, "differs": list(row.marked),
                      "cells": [(format_value(c), cell_class(c, m, top))
                                for c, m in zip(row.cells, row.marked)]})
     return rows
@@ -150,7 +149,7 @@ def write_site_pages(site: Path, results: Results, table: Table, report_page: st
     (site / OVERVIEW_PAGE).write_text(render(
         "overview.html", copied_means=COPIED_MEANS, rows=rows,
         columns=list(zip(table.columns, table.column_labels())),
-        examples=example_comparisons(table), differing=[r["kind"] for r in rows if r["marked"]],
+        examples=example_comparisons(table), differing=[r["kind"] for r in rows if any(r["differs"])],
         graphs=[name for name in (b.name for b in table.benchmarks)
                 if is_copy_metric(name, results.info(name))],
         **common), encoding="utf-8")
