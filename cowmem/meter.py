@@ -41,11 +41,13 @@ class ForkReport:
     new allocations, first writes to never-touched or zero-page memory.
 
     ``regions`` gives the copied bytes inside each named region, and
-    ``unobserved`` the bytes of each region that were already the child's
-    when the baseline was taken (the parent wrote them after the fork, or
-    the fork's own bookkeeping did): the access may have written them too,
-    unseen.  cowmem keeps this to a few pages at most; it is reported so
-    that no reader has to take that on trust.  ``unlocated`` gives, per
+    ``unobserved`` the bytes of each region that the access may have
+    written unseen: pages already the child's when the baseline was taken
+    (the parent wrote them after the fork, or the fork's own bookkeeping
+    did), and, with ``pfn_guard``, pages the parent wrote during the access
+    (it took the copy; the child keeps its frame, and its own write there
+    copies nothing).  cowmem keeps this to a few pages at most; it is
+    reported so that no reader has to take that on trust.  ``unlocated`` gives, per
     region, {type name: objects} whose memory cowmem could not all place
     (see :class:`Regions`): pages of theirs may be missing from the region.
     ``swapped_bytes`` are pages
@@ -238,10 +240,12 @@ class ForkMeter:
         diff = compare(before, after, facts.zero_frame if facts.frames_readable else None,
                        snaps.changed_positions())
         copied = snaps.page_numbers(diff.copied)
-        # A region's page already the child's at the baseline: the access may have written it unseen.
+        # A region's page already the child's at the baseline, or left to it
+        # by the parent during the access: the access may have written it unseen.
+        left = _per_region(self._region_pages, snaps.page_numbers(diff.left))
         unobserved = {}
         for name, own in self._region_pages.items():
-            unobserved[name] = exclusive_positions(before[snaps.positions_of(own)]).size * PAGE_SIZE
+            unobserved[name] = exclusive_positions(before[snaps.positions_of(own)]).size * PAGE_SIZE + left[name]
         by_label: Dict[str, int] = {}
         if copied.size:
             # numpy's methods, not its Python-level functions: this runs

@@ -75,6 +75,7 @@ class Diff(NamedTuple):
     copied: np.ndarray   # positions of the copied pages, sorted
     fresh: int           # pages populated without a copy
     swapped: int         # pages swapped out in a snapshot, whose entry changed
+    left: np.ndarray     # positions of pages shared before, the child's alone after, in the same frame
 
 
 def compare(before: np.ndarray, after: np.ndarray, zero_frame: Optional[int],
@@ -83,28 +84,31 @@ def compare(before: np.ndarray, after: np.ndarray, zero_frame: Optional[int],
 
     By the change of its flags (``_classes``); and where frame numbers are
     readable (``zero_frame`` not None), a copied page must also have a new
-    frame (the parent's write after the fork leaves the child's in place)
-    and not have been the zero page (a first write to it is fresh).  A page
-    whose entry did not change is none of these, so only those that
-    changed (``changed``: their positions, found here if not given) are
-    looked at: a few pages for most accesses.
+    frame and not have been the zero page (a first write to it is fresh).
+    One that kept its frame was left to the child: the parent wrote it (and
+    took the copy) or dropped it, and a write of the child's there made no
+    copy to see.  A page whose entry did not change is none of these, so
+    only those that changed (``changed``: their positions, found here if not
+    given) are looked at: a few pages for most accesses.
     """
     if changed is None:
         changed = (before != after).nonzero()[0]
     if not changed.size:
-        return Diff(changed, 0, 0)
+        return Diff(changed, 0, 0, changed)
     # Array methods and ready-made scalars: this runs after each fork, where
     # each page of numpy's own that it writes costs a fault.
     b, a = before[changed], after[changed]
     classes = _CLASSES[((b >> _48) & _TOP_BYTE_HIGH) | (a >> _56)]
     copied = changed[classes == _COPIED]
     fresh = (classes == _FRESH).nonzero()[0].size
+    left = copied[:0]
     if zero_frame is not None and copied.size:
         frame_before = before[copied] & PFN_MASK
         was_zero = frame_before == np.uint64(zero_frame) if zero_frame else np.zeros(copied.size, bool)
         fresh += was_zero.nonzero()[0].size
-        copied = copied[~was_zero & (frame_before != (after[copied] & PFN_MASK))]
-    return Diff(copied, fresh, (classes == _HIDDEN_BY_SWAP).nonzero()[0].size)
+        kept = ~was_zero & (frame_before == (after[copied] & PFN_MASK))
+        copied, left = copied[~was_zero & ~kept], copied[kept]
+    return Diff(copied, fresh, (classes == _HIDDEN_BY_SWAP).nonzero()[0].size, left)
 
 
 _48, _56, _TOP_BYTE_HIGH = np.uint64(48), np.uint64(56), np.uint64(0xFF00)

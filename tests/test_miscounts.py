@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import threading
 
 import numpy as np
 import pytest
@@ -40,6 +41,7 @@ def test_swapped_pages_are_counted_apart_never_as_copied_or_fresh():
         (entry(SWAPPED, frame=0x4567), entry(SWAPPED, frame=0x4567), "neither"),           # untouched
         (0, entry(PRESENT, EXCLUSIVE, frame=400), "fresh"),
         (entry(PRESENT, frame=ZERO_FRAME), entry(PRESENT, EXCLUSIVE, frame=500), "fresh"),  # the zero page
+        (entry(PRESENT, frame=103), entry(PRESENT, EXCLUSIVE, frame=103), "left"),  # the parent took the copy
     ]
     before = np.array([b for b, _, _ in cases], np.uint64)
     after = np.array([a for _, a, _ in cases], np.uint64)
@@ -48,6 +50,7 @@ def test_swapped_pages_are_counted_apart_never_as_copied_or_fresh():
     assert diff.copied.tolist() == [i for i, k in enumerate(kinds) if k == "copied"]
     assert diff.fresh == kinds.count("fresh")
     assert diff.swapped == kinds.count("swapped")
+    assert diff.left.tolist() == [i for i, k in enumerate(kinds) if k == "left"]
 
 
 def test_the_report_counts_written_pages_that_were_swapped_out_in_swapped_bytes(monkeypatch):
@@ -81,6 +84,46 @@ def test_the_report_counts_written_pages_that_were_swapped_out_in_swapped_bytes(
     assert report.regions["pages"] == (k - swapped_out) * PAGE_SIZE
     assert report.swapped_bytes == swapped_out * PAGE_SIZE
     assert report.to_dict()["swapped_bytes"] == swapped_out * PAGE_SIZE
+
+
+# --- pages the parent writes while the child runs the access -------------
+
+@needs("frames")
+@pytest.mark.filterwarnings("ignore::cowmem.ForkSafetyWarning")         # the thread holds no lock the child needs
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded")   # os.fork's own, from 3.12
+def test_a_page_the_parent_writes_during_the_access_is_unobserved_not_lost():
+    # The parent's write gives the parent the copy; the child keeps the
+    # original frame, alone, and its own write there copies nothing.  A
+    # thread of the parent writes, on the access's word, while the main
+    # thread waits for the child.
+    k, taken = 12, 5
+    buf = mmap.mmap(-1, k * PAGE_SIZE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    view = np.frombuffer(buf, np.uint8)
+    view[::PAGE_SIZE] = 1
+    (go_read, go_write), (done_read, done_write) = os.pipe(), os.pipe()
+
+    def parent_writes():
+        if os.read(go_read, 1):
+            view[:taken * PAGE_SIZE:PAGE_SIZE] = 3
+            os.write(done_write, b"x")
+
+    def access():
+        os.write(go_write, b"x")
+        os.read(done_read, 1)
+        view[::PAGE_SIZE] = 2
+
+    writer = threading.Thread(target=parent_writes)
+    writer.start()
+    try:
+        report = measure_fork(access, regions={"pages": (view.ctypes.data, view.ctypes.data + view.size)})
+    finally:
+        os.close(go_write)   # the thread ends, whatever happened to the child
+        writer.join()
+        for fd in (go_read, done_read, done_write):
+            os.close(fd)
+    assert report.regions["pages"] == (k - taken) * PAGE_SIZE
+    assert report.unobserved["pages"] == taken * PAGE_SIZE
+    assert view[::PAGE_SIZE].tolist() == [3] * taken + [1] * (k - taken)   # the parent's writes, not the child's
 
 
 # --- memory mapped after the snapshots' ranges were read ------------------

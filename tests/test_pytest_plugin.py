@@ -114,7 +114,7 @@ def copied_pages(text: str) -> int:
 
 
 def unobserved_pages(text: str, name: str) -> int:
-    found = re.search(rf"Pages of the fixtures already the child's when the body began .*?: .*?\b{name} (\d+)", text)
+    found = re.search(rf"Pages of the fixtures already the child's when the body began\b.*?: .*?\b{name} (\d+)", text)
     return int(found.group(1)) if found else 0
 
 

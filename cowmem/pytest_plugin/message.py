@@ -54,7 +54,8 @@ def _unseen(report: Any, page_size: int, who: str) -> List[str]:
     blind = {name: n for name, n in report.unobserved.items() if n}
     if not blind:
         return []
-    return [f"Pages of the fixtures already the child's when {who} began (writes to them are not seen): "
+    return [f"Pages of the fixtures already the child's when {who} began, or written by the parent meanwhile "
+            "(writes to them are not seen): "
             + _pages_by_name(blind, page_size) + "."]
 
 
