@@ -47,12 +47,12 @@ class ForkReport:
     did), and, with ``pfn_guard``, pages the parent wrote during the access
     (it took the copy; the child keeps its frame, and its own write there
     copies nothing).  cowmem keeps this to a few pages at most; it is
-    reported so that no reader has to take that on trust.  ``unlocated`` gives, per
-    region, {type name: objects} whose memory cowmem could not all place
-    (see :class:`Regions`): pages of theirs may be missing from the region.
-    ``swapped_bytes`` are pages
-    swapped out in one snapshot whose entry changed between the two: swap
-    hides whether they were copied, so they count as neither.
+    reported so that no reader has to take that on trust.  ``unlocated``
+    gives, per region, {type name: objects} whose memory cowmem could not
+    all place (see :class:`Regions`): pages of theirs may be missing from
+    the region.  ``swapped_bytes`` are pages swapped out in one snapshot
+    whose entry changed between the two: swap hides whether they were
+    copied, so they count as neither.
 
     Two cases the page state cannot tell apart: a write to a private *file*
     page (``np.load(mmap_mode="c")``) is a copy from the page cache, not
