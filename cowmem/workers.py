@@ -59,7 +59,7 @@ class WorkerResult:
     traceback: Optional[str] = None
     copied_bytes: Optional[int] = None       # fork: pages the access made the kernel copy, x page size
     regions: Optional[Dict[str, int]] = None  # fork: region name -> the part of copied_bytes inside it
-    unobserved: Optional[Dict[str, int]] = None  # fork: region name -> bytes already the worker's at the start
+    unobserved: Optional[Dict[str, int]] = None  # fork: region name -> bytes the worker may have written unseen
     fresh_bytes: Optional[int] = None        # fork: pages newly populated during the access
     uss_bytes: Optional[int] = None          # the worker's unique set size after the access
     private_bytes: Optional[int] = None      # spawn/forkserver: uss_bytes minus the baseline worker's
