@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         ("fresh", format_bytes(report.fresh_bytes, report.page_size), "pages newly populated (not copies)"),
         ("in data", format_bytes(report.regions["data"], report.page_size), "copied pages inside the data's memory"),
         ("unobserved", format_bytes(report.unobserved["data"], report.page_size),
-         "data pages written unseen, if at all: the child's at the baseline, or the parent wrote them"),
+         "data pages the access may have written unseen"),
         ("unlocated", ", ".join(f"{name} {count:,}" for name, count in report.unlocated.get("data", {}).items()) or "none",
          "objects of the data whose memory cowmem could not all place"),
         ("USS delta", format_bytes(report.uss_delta_bytes), "the child's unique set size, after - before"),
