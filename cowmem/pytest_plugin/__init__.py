@@ -16,8 +16,11 @@ test runs.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import inspect
-from typing import Generator, Optional
+import threading
+import warnings
+from typing import Generator, Iterator, Optional
 
 import pytest
 
@@ -131,7 +134,8 @@ def _platform_problem(config: pytest.Config) -> Optional[str]:
             from .._linux.probe import check_pagemap
             from . import limit  # noqa: F401  (the object layouts refuse unknown interpreters)
 
-            check_pagemap()
+            with _forking_from_a_worker(config):
+                check_pagemap()
             config.stash[_PLATFORM] = None
         except (UnsupportedPlatformError, NotImplementedError) as exc:
             config.stash[_PLATFORM] = str(exc)
@@ -149,8 +153,24 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Optional[bool]:
     from .limit import check
 
     pyfuncitem.stash[HANDLED] = True
-    check(pyfuncitem, limit, limit.timeout or settings.timeout, settings.explain)
+    with _forking_from_a_worker(pyfuncitem.config):
+        check(pyfuncitem, limit, limit.timeout or settings.timeout, settings.explain)
     return True
+
+
+@contextlib.contextmanager
+def _forking_from_a_worker(config: pytest.Config) -> Iterator[None]:
+    """Python 3.12+'s warning of forking a multi-threaded process left out in a pytest-xdist worker.
+
+    The worker runs execnet's I/O thread, which the warning counts and
+    cowmem's children (the probe, the locating helper, the body's child)
+    never use.  Python threads of the test's own still draw cowmem's
+    ForkSafetyWarning, and the warning, as anywhere else.
+    """
+    with warnings.catch_warnings():
+        if hasattr(config, "workerinput") and threading.active_count() == 1:
+            warnings.filterwarnings("ignore", r"This process \(pid=\d+\) is multi-threaded", DeprecationWarning)
+        yield
 
 
 @pytest.hookimpl(wrapper=True)

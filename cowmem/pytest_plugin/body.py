@@ -28,7 +28,6 @@ import pickle
 import signal
 import sys
 import tempfile
-import threading
 import warnings
 from typing import Any, Dict, List, Optional, Tuple, Union
 
@@ -122,13 +121,6 @@ class _Run:
 
     def __enter__(self) -> "_Run":
         self._log = self._warnings.__enter__()
-        if hasattr(self.item.config, "workerinput") and threading.active_count() == 1:
-            # A pytest-xdist worker runs execnet's I/O thread, which Python
-            # 3.12+ counts when it warns of forking a multi-threaded process;
-            # the child never uses it.  Python threads of the test's own still
-            # draw cowmem's ForkSafetyWarning.
-            warnings.filterwarnings("ignore", r"This process \(pid=\d+\) is multi-threaded",
-                                    DeprecationWarning)
         return self
 
     def __exit__(self, *exc: Any) -> None:
