@@ -106,24 +106,24 @@ def suite_copy(tmp_path: Path) -> Path:
 def test_scripts_suite_names_each_interpreter_by_its_exact_version(tmp_path: Path) -> None:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    (bin_dir / "python3.12").symlink_to(Path(sys.executable).resolve())   # a real one: it runs the probe
-    fake_interpreter(bin_dir, "python3.14", "3.14.1")
-    fake_interpreter(bin_dir, "python3.14t", "3.14.0t")
-    fake_interpreter(bin_dir, "python3.15", "3.15.0a3")
-    fake_interpreter(bin_dir, "python3.13", "3.12.1")   # a wrong answer: not taken for 3.13
-    repo = suite_copy(tmp_path)
     real = Path(sys.executable).resolve()
     exact = subprocess.run([str(real), "-I", str(ROOT / "cowmem" / "facts.py")], capture_output=True,
                            text=True, check=True).stdout.split()[0]
     minor = ".".join(exact.split(".")[:2])
-    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path), "PYTHONS": f"{minor} 3.13 3.14 3.14t 3.15"}
-    if minor != "3.12":
-        (bin_dir / "python3.12").unlink()
-        (bin_dir / f"python{minor}").symlink_to(real)
+    (bin_dir / f"python{minor}").symlink_to(real)   # a real one: it runs the probe
+    fake_interpreter(bin_dir, "python3.14", "3.14.1")
+    fake_interpreter(bin_dir, "python3.14t", "3.14.0t")
+    fake_interpreter(bin_dir, "python3.15", "3.15.0a3")
+    # A wrong answer, under a name the real one does not have: not taken.
+    wrong, answer = ("3.13", "3.12.1") if minor != "3.13" else ("3.12", "3.13.1")
+    fake_interpreter(bin_dir, f"python{wrong}", answer)
+    repo = suite_copy(tmp_path)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path),
+           "PYTHONS": f"{minor} {wrong} 3.14 3.14t 3.15"}
     done = subprocess.run([str(repo / "scripts" / "suite"), "--list"], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    for line in [f"CPython {minor}: found {exact}", "CPython 3.13: missing", "CPython 3.14: found 3.14.1",
+    for line in [f"CPython {minor}: found {exact}", f"CPython {wrong}: missing", "CPython 3.14: found 3.14.1",
                  "CPython 3.14t: found 3.14.0t", "CPython 3.15: found 3.15.0a3",
                  "CPython 3.15.0a3: no cell of the matrix has wheels for it; skipped",
                  "  virtualenv-py3.14.1-numpy2.4.6-pandas3.1.1-psutil7.2.2-pyarrow26.0.1",
