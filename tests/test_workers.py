@@ -142,6 +142,10 @@ def pages_only_they_hold(objects):
 
 def test_fork_workers_iterating_ints_copy_the_pages_of_their_refcounts():
     # Ints from 1000 up: none is a cached small int living outside the heap.
+    # Ints made first take the free blocks of the heap's partly used pools
+    # (many, after a long session of tests), so that the data's fill pools
+    # of their own.
+    holes = list(range(10**7, 10**7 + 200_000))
     data = list(range(1000, 1000 + 50_000))
     int_pages = {id(x) // PAGE_SIZE for x in data}  # each int's refcount is its first word
     alone = pages_only_they_hold(data) if not sysconfig.get_config_var("Py_GIL_DISABLED") else set()
@@ -160,6 +164,7 @@ def test_fork_workers_iterating_ints_copy_the_pages_of_their_refcounts():
         assert worker.unobserved["data"] >= PAGE_SIZE
         assert len(alone) * PAGE_SIZE <= worker.regions["data"] <= len(int_pages) * PAGE_SIZE
     assert_no_children()
+    del holes   # alive to here: their blocks stay taken while the workers run
 
 
 @pytest.mark.parametrize("method", ["spawn", "forkserver"])
